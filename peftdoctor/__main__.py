@@ -1,0 +1,3 @@
+from peftdoctor.cli import main
+
+main()

@@ -1,0 +1,164 @@
+"""`[tool.peftdoctor]` configuration: found by walking up from the checked path.
+
+One place decides which rules run on which file and at what severity; the CLI
+flags override what the file says.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftdoctor.finding import Severity
+from peftdoctor.registry import matches
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+VERSION_KEYS = {
+    "peft-version": "peft",
+    "transformers-version": "transformers",
+    "torch-version": "torch",
+    "trl-version": "trl",
+}
+KNOWN_KEYS = {
+    "select",
+    "ignore",
+    "extend-select",
+    "per-file-ignores",
+    "exclude",
+    "severity",
+    *VERSION_KEYS,
+}
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file."""
+
+
+@dataclass
+class Config:
+    select: list[str] | None = None
+    ignore: list[str] = field(default_factory=list)
+    extend_select: list[str] = field(default_factory=list)
+    per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+    severity: dict[str, Severity] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def root(self) -> Path | None:
+        return self.source.parent if self.source else None
+
+    def is_enabled(self, code: str, path: str | None = None) -> bool:
+        selected = self.select if self.select is not None else ["ALL"]
+        if not (matches(code, selected) or matches(code, self.extend_select)):
+            return False
+        if matches(code, self.ignore):
+            return False
+        if path is not None:
+            for pattern, codes in self.per_file_ignores.items():
+                if self._path_matches(path, pattern) and matches(code, codes):
+                    return False
+        return True
+
+    def severity_of(self, code: str, default: Severity) -> Severity:
+        for pattern in sorted(self.severity, key=len, reverse=True):
+            if matches(code, [pattern]):
+                return self.severity[pattern]
+        return default
+
+    def is_excluded(self, path: Path) -> bool:
+        return any(self._path_matches(str(path), pattern) for pattern in self.exclude)
+
+    def _path_matches(self, path: str, pattern: str) -> bool:
+        candidates = {Path(path).as_posix(), Path(path).name}
+        if self.root is not None:
+            try:
+                candidates.add(Path(path).resolve().relative_to(self.root.resolve()).as_posix())
+            except ValueError:
+                pass
+        for candidate in candidates:
+            if fnmatch.fnmatch(candidate, pattern) or fnmatch.fnmatch(candidate, pattern.rstrip("/") + "/*"):
+                return True
+        return False
+
+
+def find_config_file(start: Path) -> Path | None:
+    """The nearest pyproject.toml with a [tool.peftdoctor] table, walking up."""
+    start = start.resolve()
+    folder = start if start.is_dir() else start.parent
+    for candidate_dir in (folder, *folder.parents):
+        candidate = candidate_dir / "pyproject.toml"
+        if candidate.is_file():
+            try:
+                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue
+            if "peftdoctor" in data.get("tool", {}):
+                return candidate
+    return None
+
+
+def load_config(path: Path) -> Config:
+    """Read `[tool.peftdoctor]` from `path` (a pyproject.toml or peftdoctor.toml)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    table = data.get("tool", {}).get("peftdoctor", data if path.name != "pyproject.toml" else {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.peftdoctor] must be a table")
+    return config_from_table(table, path)
+
+
+def _code_list(value, key: str, path: Path) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: '{key}' must be a list of rule codes")
+    return [v.strip().upper() for v in value]
+
+
+def config_from_table(table: dict, path: Path) -> Config:
+    unknown = sorted(set(table) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [tool.peftdoctor]")
+    config = Config(source=path)
+    if "select" in table:
+        config.select = _code_list(table["select"], "select", path)
+    config.ignore = _code_list(table.get("ignore", []), "ignore", path)
+    config.extend_select = _code_list(table.get("extend-select", []), "extend-select", path)
+    per_file = table.get("per-file-ignores", {})
+    if not isinstance(per_file, dict):
+        raise ConfigError(f"{path}: 'per-file-ignores' must be a table of glob = [codes]")
+    config.per_file_ignores = {
+        glob: _code_list(codes, f"per-file-ignores.{glob}", path) for glob, codes in per_file.items()
+    }
+    exclude = table.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(v, str) for v in exclude):
+        raise ConfigError(f"{path}: 'exclude' must be a list of globs")
+    config.exclude = exclude
+    severity = table.get("severity", {})
+    if not isinstance(severity, dict):
+        raise ConfigError(f"{path}: 'severity' must be a table of code = level")
+    for code, level in severity.items():
+        try:
+            config.severity[code.upper()] = Severity(str(level).lower())
+        except ValueError:
+            raise ConfigError(
+                f"{path}: severity for '{code}' must be error, warning or info, not '{level}'"
+            ) from None
+    for key, library in VERSION_KEYS.items():
+        if key in table:
+            config.versions[library] = str(table[key])
+    return config

@@ -1,0 +1,183 @@
+"""The static pipeline: paths -> files -> parse once -> facts -> rules -> findings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from peftdoctor.config import Config
+from peftdoctor.finding import Finding, Severity
+from peftdoctor.registry import Rule, rules_of_kind
+from peftdoctor.suppression import parse_suppressions
+
+SKIP_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    "node_modules",
+    "build",
+    "dist",
+    "venv",
+    ".venv",
+    "env",
+    "site-packages",
+    ".tox",
+    ".nox",
+    ".eggs",
+}
+
+
+class PathError(Exception):
+    """A path given on the command line that does not exist or cannot be read."""
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding] = field(default_factory=list)
+    files_checked: int = 0
+    lines_checked: int = 0
+    unused_suppressions: list[Finding] = field(default_factory=list)
+
+
+def _is_virtualenv(folder: Path) -> bool:
+    return (folder / "pyvenv.cfg").is_file()
+
+
+def iter_python_files(paths, config: Config | None = None):
+    """Every .py file under `paths`, skipping VCS, caches, virtualenvs and hidden folders.
+
+    A file named explicitly is always checked; folders are walked in sorted order.
+    """
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise PathError(f"{raw}: no such file or directory")
+        if path.is_file():
+            if path not in seen:
+                seen.add(path)
+                yield path
+            continue
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise PathError(f"{raw}: permission denied")
+        for root, dirs, files in os.walk(path):
+            root_path = Path(root)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if d not in SKIP_DIRS
+                and not d.startswith(".")
+                and not d.endswith(".egg-info")
+                and not _is_virtualenv(root_path / d)
+                and not (config and config.is_excluded(root_path / d))
+            )
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    file_path = root_path / name
+                    if config and config.is_excluded(file_path):
+                        continue
+                    if file_path not in seen:
+                        seen.add(file_path)
+                        yield file_path
+
+
+def _enabled_rules(config: Config, path: str) -> list[Rule]:
+    return [rule for rule in rules_of_kind("static") if config.is_enabled(rule.code, path)]
+
+
+def _syntax_error_finding(path: str, exc: cst.ParserSyntaxError) -> Finding:
+    message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+    return Finding(
+        code="PD000",
+        message=f"file does not parse: {message}",
+        path=path,
+        line=exc.raw_line,
+        column=exc.raw_column + 1,
+        hint="fix the syntax error; nothing else in this file was checked",
+        severity=Severity.ERROR,
+    )
+
+
+def check_source(source: str, path: str = "<string>", config: Config | None = None,
+                 report_unused_noqa: bool = False) -> CheckResult:
+    """Check one file's text: the unit the CLI, the pytest plugin and the doc tests share."""
+    from peftdoctor.facts import build_facts  # local: keeps `peftdoctor rules` fast
+
+    config = config or Config()
+    result = CheckResult(files_checked=1, lines_checked=source.count("\n") + 1)
+    rules = _enabled_rules(config, path)
+    findings: list[Finding] = []
+    needles = [n for rule in rules for n in rule.needs_any]
+    prefiltered_out = bool(rules) and all(rule.needs_any for rule in rules) and not any(
+        n in source for n in needles
+    )
+    if rules and not prefiltered_out:
+        try:
+            module = cst.parse_module(source)
+        except cst.ParserSyntaxError as exc:
+            if config.is_enabled("PD000", path):
+                findings.append(_syntax_error_finding(path, exc))
+            module = None
+        if module is not None:
+            facts = build_facts(module, path)
+            for rule in rules:
+                for finding in rule.check(facts):
+                    findings.append(finding)
+    suppressions = parse_suppressions(source)
+    for finding in findings:
+        if suppressions.suppresses(finding.code, finding.line) or (
+            finding.end_line and suppressions.suppresses(finding.code, finding.end_line)
+        ):
+            continue
+        severity = config.severity_of(finding.code, finding.severity)
+        result.findings.append(finding if severity == finding.severity else finding.with_severity(severity))
+    if report_unused_noqa:
+        for item in suppressions.unused():
+            result.unused_suppressions.append(
+                Finding(
+                    code="PD001",
+                    message=f"unused suppression comment: {item.text}",
+                    path=path,
+                    line=item.line,
+                    column=1,
+                    hint="remove the comment; no finding on this line needs it",
+                    severity=Severity.WARNING,
+                )
+            )
+    result.findings.sort(key=Finding.sort_key)
+    return result
+
+
+def read_source(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def check_file(path: Path, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:
+    display = str(path)
+    try:
+        source = read_source(path)
+    except OSError as exc:
+        raise PathError(f"{display}: cannot read: {exc.strerror or exc}") from None
+    return check_source(source, display, config, report_unused_noqa)
+
+
+def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:
+    """Check every Python file under `paths`; one unparsable file never stops the others."""
+    config = config or Config()
+    total = CheckResult()
+    for path in iter_python_files(paths, config):
+        one = check_file(path, config, report_unused_noqa)
+        total.findings.extend(one.findings)
+        total.unused_suppressions.extend(one.unused_suppressions)
+        total.files_checked += 1
+        total.lines_checked += one.lines_checked
+    total.findings.sort(key=Finding.sort_key)
+    return total

@@ -1,0 +1,1 @@
+"""Checkpoint inspection from adapter_config.json and weight headers (no torch)."""

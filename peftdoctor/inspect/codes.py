@@ -1,0 +1,1 @@
+"""Registry entries of the PD6xx checkpoint checks."""

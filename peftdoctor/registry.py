@@ -1,0 +1,84 @@
+"""The one registry of rules: static rules, inspect checks and runtime checks.
+
+Every rule has a code, a short name, a one-line summary, a default severity and
+a doc `rules/<CODE>.md`. Static rules also carry a `check(facts, ctx)` callable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from peftdoctor.finding import Severity
+
+DOCS_URL = "https://github.com/peftdoctor/peftdoctor/blob/main/rules/{code}.md"
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    name: str
+    summary: str
+    severity: Severity = Severity.ERROR
+    kind: str = "static"  # "static" | "inspect" | "deep"
+    check: Callable | None = None
+    # Strings of which at least one must occur in a file's text for the rule to
+    # be able to fire; lets the engine skip parsing files no rule cares about.
+    needs_any: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return DOCS_URL.format(code=self.code)
+
+
+_RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    if rule.code in _RULES:
+        raise ValueError(f"rule {rule.code} registered twice")
+    _RULES[rule.code] = rule
+    return rule
+
+
+def _load_all() -> None:
+    # Importing the rule packages registers their rules. These imports stay
+    # light: no torch, transformers or peft anywhere below.
+    import peftdoctor.rules  # noqa: F401
+    import peftdoctor.inspect.codes  # noqa: F401
+    import peftdoctor.runtime.codes  # noqa: F401
+
+
+def all_rules() -> list[Rule]:
+    _load_all()
+    return sorted(_RULES.values(), key=lambda r: r.code)
+
+
+def get_rule(code: str) -> Rule | None:
+    _load_all()
+    return _RULES.get(code.upper())
+
+
+def rules_of_kind(kind: str) -> list[Rule]:
+    return [r for r in all_rules() if r.kind == kind]
+
+
+def doc_path(code: str) -> Path | None:
+    """The markdown doc of a rule: bundled in the wheel, or the repo's rules/."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "rule_docs", here.parent / "rules"):
+        candidate = folder / f"{code.upper()}.md"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def matches(code: str, patterns: Iterable[str]) -> bool:
+    """True when `code` equals or starts with one of `patterns` ("ALL" matches all)."""
+    code = code.upper()
+    for pattern in patterns:
+        pattern = pattern.strip().upper()
+        if pattern == "ALL" or (pattern and code.startswith(pattern)):
+            return True
+    return False

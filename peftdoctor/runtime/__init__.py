@@ -1,0 +1,1 @@
+"""Deep checks that load the base model with torch, transformers and peft."""
