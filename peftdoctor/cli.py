@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from peftdoctor import __version__
-from peftdoctor.config import Config, ConfigError, find_config_file, load_config
+from peftdoctor.config import CODE_PATTERN, Config, ConfigError, find_config_file, load_config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.reporters import FORMATS, render
 
@@ -30,6 +30,9 @@ def _split_codes(values) -> list[str]:
     codes: list[str] = []
     for value in values or ():
         codes.extend(part.strip().upper() for part in value.split(",") if part.strip())
+    for code in codes:
+        if not CODE_PATTERN.match(code):
+            raise UsageFailure(f"'{code}' is not a rule code or prefix (e.g. PD101, PD1, ALL)")
     return codes
 
 
@@ -67,13 +70,31 @@ def emit(fmt: str, findings: list[Finding], output: str | None, **info) -> None:
     import tempfile
 
     target = Path(output)
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=".peftdoctor-")
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
             render(fmt, findings, stream, color=False, **info)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, target)
+        tmp = None
     except OSError as exc:
         raise UsageFailure(f"{output}: cannot write report: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def folders_of(paths) -> tuple[str, ...]:
+    """Map file paths to their folders, first-seen order, each folder once (for pre-commit)."""
+    folders: dict[str, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        folder = path if path.is_dir() else path.parent
+        folders.setdefault(str(folder), None)
+    return tuple(folders)
 
 
 select_option = click.option("--select", multiple=True, help="Only these codes or prefixes (comma separated).")
@@ -136,16 +157,20 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
               type=click.Choice(["auto", "float32", "float16", "bfloat16"]))
 @click.option("--device-map", default=None, help="Pass 'auto' to spread a large base over devices.")
 @click.option("--no-merge-check", is_flag=True, help="Skip the forward passes (PD702/PD703).")
+@click.option("--from-files", is_flag=True,
+              help="PATHS are files inside adapters (as pre-commit passes them): check their folders, once each.")
 @select_option
 @ignore_option
 @config_option
 @format_option
 @output_option
-def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, select, ignore, config_file,
-            fmt, output) -> None:
+def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_files, select, ignore,
+            config_file, fmt, output) -> None:
     """Check saved adapters (folders, multi-adapter saves or checkpoint-* runs)."""
     from peftdoctor.inspect.run import InputError, inspect_paths
 
+    if from_files:
+        paths = folders_of(paths)
     config = resolve_config(paths, config_file, select, ignore, ())
     try:
         result = inspect_paths(

@@ -7,6 +7,7 @@ flags override what the file says.
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ KNOWN_KEYS = {
     "severity",
     *VERSION_KEYS,
 }
+
+
+CODE_PATTERN = re.compile(r"^(ALL|PD[0-9]{0,3})$")
 
 
 class ConfigError(Exception):
@@ -98,9 +102,15 @@ def find_config_file(start: Path) -> Path | None:
         if candidate.is_file():
             try:
                 data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            except (OSError, UnicodeDecodeError):
                 continue
-            if "peftdoctor" in data.get("tool", {}):
+            except tomllib.TOMLDecodeError:
+                # A broken file that means to configure us must be reported, not skipped.
+                if "[tool.peftdoctor" in candidate.read_text(encoding="utf-8", errors="replace"):
+                    return candidate
+                continue
+            tool = data.get("tool", {})
+            if isinstance(tool, dict) and "peftdoctor" in tool:
                 return candidate
     return None
 
@@ -126,7 +136,11 @@ def _code_list(value, key: str, path: Path) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{path}: '{key}' must be a list of rule codes")
-    return [v.strip().upper() for v in value]
+    codes = [v.strip().upper() for v in value]
+    for code in codes:
+        if not CODE_PATTERN.match(code):
+            raise ConfigError(f"{path}: '{key}' has '{code}', which is not a rule code or prefix (e.g. PD101, PD1, ALL)")
+    return codes
 
 
 def config_from_table(table: dict, path: Path) -> Config:
@@ -152,6 +166,8 @@ def config_from_table(table: dict, path: Path) -> Config:
     if not isinstance(severity, dict):
         raise ConfigError(f"{path}: 'severity' must be a table of code = level")
     for code, level in severity.items():
+        if not CODE_PATTERN.match(code.strip().upper()):
+            raise ConfigError(f"{path}: 'severity' has '{code}', which is not a rule code or prefix")
         try:
             config.severity[code.upper()] = Severity(str(level).lower())
         except ValueError:
@@ -160,5 +176,8 @@ def config_from_table(table: dict, path: Path) -> Config:
             ) from None
     for key, library in VERSION_KEYS.items():
         if key in table:
-            config.versions[library] = str(table[key])
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ConfigError(f"{path}: '{key}' must be a version string such as \"0.13\"")
+            config.versions[library] = str(value)
     return config

@@ -3,6 +3,11 @@
 Forms: `# noqa` (everything on the line), `# noqa: PD101,PD201`,
 `# peftdoctor: ignore[PD101]` (same line), and
 `# peftdoctor: ignore-file[PD201]` / `# peftdoctor: ignore-file` anywhere.
+
+A code suppresses itself and every code it is a prefix of (`PD1` covers
+PD101..PD199). Unused suppressions are only reported for what is ours: codes
+starting with PD and `peftdoctor:` comments; a bare `# noqa` or `# noqa: E501`
+may belong to another linter and is never reported.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import io
 import re
 import tokenize
 from dataclasses import dataclass, field
+from typing import Callable
 
 from peftdoctor.registry import matches
 
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]*(?:[\s,]+[A-Z]+[0-9]*)*))?", re.I)
+_NOQA = re.compile(r"#\s*noqa\b(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
 _IGNORE = re.compile(r"#\s*peftdoctor:\s*ignore(?P<file>-file)?(?:\[(?P<codes>[^\]]*)\])?", re.I)
 
 ALL = ("ALL",)
@@ -26,6 +32,18 @@ class Suppression:
     codes: tuple[str, ...]  # ("ALL",) for a bare noqa
     text: str
     used: bool = False
+    ours: bool = False  # a `peftdoctor:` comment (not a generic noqa)
+    used_codes: set = field(default_factory=set)
+
+    def unused_codes(self, enabled: Callable[[str], bool] | None = None) -> list[str]:
+        """The PD codes of this comment that suppressed nothing (and could have fired)."""
+        if self.codes == ALL:
+            return [] if (self.used or not self.ours) else ["ALL"]
+        return [
+            code
+            for code in self.codes
+            if code.startswith("PD") and code not in self.used_codes and (enabled is None or enabled(code))
+        ]
 
 
 @dataclass
@@ -36,16 +54,22 @@ class Suppressions:
     def suppresses(self, code: str, line: int) -> bool:
         hit = False
         for item in (*self.file_level, *self.by_line.get(line, ())):
-            if matches(code, item.codes):
-                item.used = True
-                hit = True
+            for pattern in item.codes:
+                if matches(code, [pattern]):
+                    item.used = True
+                    item.used_codes.add(pattern)
+                    hit = True
         return hit
 
-    def unused(self) -> list[Suppression]:
+    def unused(self, enabled: Callable[[str], bool] | None = None) -> list[Suppression]:
+        """Comments with a PD code (or a bare `peftdoctor: ignore`) that suppressed nothing.
+
+        `enabled(code)` lets the caller leave out codes that were not run at all.
+        """
         items = [*self.file_level]
-        for line_items in self.by_line.values():
-            items.extend(line_items)
-        return [item for item in items if not item.used]
+        for line in sorted(self.by_line):
+            items.extend(self.by_line[line])
+        return [item for item in items if item.unused_codes(enabled)]
 
 
 def _codes(raw: str | None) -> tuple[str, ...]:
@@ -57,14 +81,16 @@ def _codes(raw: str | None) -> tuple[str, ...]:
 
 def _comments(source: str):
     """(line, text) of each comment; falls back to a line scan if tokenizing fails."""
+    found = []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             if tok.type == tokenize.COMMENT:
-                yield tok.start[0], tok.string
+                found.append((tok.start[0], tok.string))
     except (tokenize.TokenError, IndentationError, SyntaxError):
-        for number, line in enumerate(source.splitlines(), 1):
-            if "#" in line:
-                yield number, line[line.index("#"):]
+        # A file that does not tokenize: a plain scan still honours its comments.
+        found = [(number, line[line.index("#"):]) for number, line in enumerate(source.splitlines(), 1)
+                 if "#" in line]
+    return found
 
 
 def parse_suppressions(source: str) -> Suppressions:
@@ -75,12 +101,11 @@ def parse_suppressions(source: str) -> Suppressions:
     for line, comment in _comments(source):
         ignore = _IGNORE.search(comment)
         if ignore:
-            item = Suppression(line, _codes(ignore.group("codes")), comment.strip())
+            item = Suppression(line, _codes(ignore.group("codes")), comment.strip(), ours=True)
             if ignore.group("file"):
                 result.file_level.append(item)
             else:
                 result.by_line.setdefault(line, []).append(item)
-            continue
         noqa = _NOQA.search(comment)
         if noqa:
             item = Suppression(line, _codes(noqa.group("codes")), comment.strip())
