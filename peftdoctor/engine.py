@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +103,25 @@ def _syntax_error_finding(path: str, exc: cst.ParserSyntaxError) -> Finding:
     )
 
 
+def _quick_syntax_check(source: str, path: str) -> list[Finding]:
+    """PD000 for a file no rule needs to parse: Python's own parser is enough and fast."""
+    try:
+        ast.parse(source, filename=path)
+    except SyntaxError as exc:
+        return [Finding(code="PD000", message=f"file does not parse: {exc.msg}", path=path,
+                        line=exc.lineno or 1, column=exc.offset or 1,
+                        hint="fix the syntax error; nothing else in this file was checked")]
+    except ValueError as exc:  # e.g. null bytes
+        return [Finding(code="PD000", message=f"file does not parse: {exc}", path=path, line=1, column=1,
+                        hint="fix the file; nothing else in it was checked")]
+    return []
+
+
 def check_source(source: str, path: str = "<string>", config: Config | None = None,
                  report_unused_noqa: bool = False) -> CheckResult:
     """Check one file's text: the unit the CLI, the pytest plugin and the doc tests share."""
     from peftdoctor.facts import build_facts  # local: keeps `peftdoctor rules` fast
+    from peftdoctor.rules.base import Context
 
     config = config or Config()
     result = CheckResult(files_checked=1, lines_checked=source.count("\n") + 1)
@@ -115,17 +131,21 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
     prefiltered_out = bool(rules) and all(rule.needs_any for rule in rules) and not any(
         n in source for n in needles
     )
+    if prefiltered_out and config.is_enabled("PD000", path):
+        findings.extend(_quick_syntax_check(source, path))
     if rules and not prefiltered_out:
         try:
             module = cst.parse_module(source)
         except cst.ParserSyntaxError as exc:
             if config.is_enabled("PD000", path):
-                findings.append(_syntax_error_finding(path, exc))
+                # Python's own parser points at the real spot; libcst's only if Python accepts the file.
+                findings.extend(_quick_syntax_check(source, path) or [_syntax_error_finding(path, exc)])
             module = None
         if module is not None:
             facts = build_facts(module, path)
+            context = Context(config)
             for rule in rules:
-                for finding in rule.check(facts):
+                for finding in rule.check(facts, context):
                     findings.append(finding)
     suppressions = parse_suppressions(source)
     for finding in findings:

@@ -1,5 +1,72 @@
-"""Facts about one parsed file, computed once and read by every rule."""
+"""Facts about one parsed file, computed once and read by every rule.
+
+`build_facts(module, path)` walks the module once (see interpreter.py) and
+returns a `Facts`: the calls in order with what flowed into them, plus where
+backward passes and grad scalers happen. Rules never walk the tree themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from peftdoctor.facts.interpreter import CallEvent, Interpreter
 
 
-def build_facts(module, path):
-    raise NotImplementedError
+@dataclass
+class Facts:
+    path: str
+    module: cst.Module
+    interpreter: Interpreter
+    _positions: dict | None = field(default=None, repr=False)
+
+    @property
+    def events(self) -> list[CallEvent]:
+        return self.interpreter.events
+
+    def calls(self, *names: str) -> list[CallEvent]:
+        """Events calling one of `names` (shell-style patterns: `peft.PeftModel*.from_pretrained`)."""
+        return [e for e in self.events if any(fnmatchcase(e.name, name) for name in names)]
+
+    def method_calls(self, method: str) -> list[CallEvent]:
+        return [e for e in self.events if e.method == method and e.name.startswith(".")]
+
+    def has_backward(self, scope=None) -> bool:
+        if scope is None:
+            return self.interpreter.file_backward
+        return self.interpreter.scope_info(scope).backward
+
+    def has_grad_scaler(self, scope=None) -> bool:
+        if scope is None:
+            return self.interpreter.file_grad_scaler
+        return self.interpreter.scope_info(scope).grad_scaler
+
+    def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
+        """(line, column, end_line, end_column), 1-based columns; computed once per file on demand."""
+        if self._positions is None:
+            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            self._positions = wrapper.resolve(PositionProvider)
+        code_range = self._positions.get(node)
+        if code_range is None:
+            return (1, 0, 1, 0)
+        return (code_range.start.line, code_range.start.column + 1, code_range.end.line, code_range.end.column + 1)
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        return self.position(node)[0]
+
+    def code_of(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path).resolve().parent
+
+
+def build_facts(module: cst.Module, path: str) -> Facts:
+    interpreter = Interpreter(module)
+    interpreter.run()
+    return Facts(path=path, module=module, interpreter=interpreter)

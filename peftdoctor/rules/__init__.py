@@ -7,3 +7,12 @@ register(Rule("PD000", "syntax-error", "A script does not parse; nothing else in
               Severity.ERROR, kind="parse"))
 register(Rule("PD001", "unused-suppression", "A noqa / peftdoctor: ignore comment suppresses nothing.",
               Severity.WARNING, kind="meta"))
+
+from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
+    pd101_wrapped_twice,
+    pd102_peft_on_peft,
+    pd103_frozen_resume,
+    pd201_fp16_trainables,
+    pd301_head_not_saved,
+    pd302_new_tokens,
+)

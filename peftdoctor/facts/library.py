@@ -1,0 +1,437 @@
+"""What the PEFT / transformers / TRL / accelerate / torch APIs do to values.
+
+The interpreter calls in here for every call it meets; this is the only place
+that knows library names, so new APIs are added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from peftdoctor.facts.names import dotted
+from peftdoctor.facts.values import (
+    ACCELERATOR,
+    BASE_MODEL,
+    CLASS,
+    CONST,
+    GRAD_SCALER,
+    MISSING,
+    OPTIMIZER,
+    PARAMS,
+    PEFT_CONFIG,
+    PEFT_MODEL,
+    REF,
+    SELF,
+    TOKENIZER,
+    TRAINER,
+    TRAINING_ARGS,
+    TUPLE,
+    Value,
+    Values,
+    const_value,
+    union,
+    unknown,
+)
+
+HEAD_TASKS = {
+    "ForSequenceClassification": "SEQ_CLS",
+    "ForTokenClassification": "TOKEN_CLS",
+    "ForQuestionAnswering": "QUESTION_ANS",
+    "ForImageClassification": None,
+    "ForAudioClassification": None,
+    "ForMultipleChoice": None,
+}
+HEAD_TASK_TYPES = {"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"}
+NOT_MODELS = ("Tokenizer", "Processor", "Config", "FeatureExtractor", "Pipeline", "Collator", "Arguments")
+DTYPE_NAMES = {
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "auto": "auto",
+}
+GRAD_SCALERS = {
+    "torch.cuda.amp.GradScaler",
+    "torch.amp.GradScaler",
+    "torch.GradScaler",
+    "torch.cuda.amp.grad_scaler.GradScaler",
+    "torch.amp.grad_scaler.GradScaler",
+}
+PASS_THROUGH_BUILTINS = {"list", "tuple", "enumerate", "filter", "sorted", "iter", "set"}
+SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
+
+
+# --------------------------------------------------------------------- helpers
+def dtype_of(values: Values | None) -> str | None:
+    """'float16' / 'bfloat16' / 'float32' / 'auto' when every path agrees, else None."""
+    if not values:
+        return None
+    names = set()
+    for value in values:
+        if value.kind == REF:
+            qualname = value.get("qualname", "")
+            if not qualname.startswith("torch."):
+                return None
+            name = DTYPE_NAMES.get(qualname.split(".")[-1])
+        elif value.kind == CONST and isinstance(value.get("value"), str):
+            name = DTYPE_NAMES.get(value.get("value").lower().replace("torch.", ""))
+        else:
+            return None
+        if name is None:
+            return None
+        names.add(name)
+    return names.pop() if len(names) == 1 else None
+
+
+def _flag(event, keyword: str):
+    """A keyword argument's literal value; MISSING when absent, None when not literal."""
+    if keyword not in event.kwargs:
+        return None if event.star_kwargs else MISSING
+    return const_value(event.kwargs[keyword], None)
+
+
+NOT_LITERAL = "<not literal>"
+
+
+def _kwargs_literal(event) -> dict:
+    """Keyword -> literal value; enum members like TaskType.SEQ_CLS become their name."""
+    fields = {}
+    for key, values in event.kwargs.items():
+        literal = const_value(values, MISSING)
+        if literal is MISSING:
+            refs = {v.get("qualname") for v in values if v.kind == REF}
+            if len(refs) == 1 and len(values) == 1 and refs.pop().startswith("peft.TaskType."):
+                literal = values[0].get("qualname").rsplit(".", 1)[-1]
+            else:
+                literal = NOT_LITERAL
+        fields[key] = literal
+    return fields
+
+
+def _task_of_class(class_name: str):
+    for suffix, task in HEAD_TASKS.items():
+        if class_name.endswith(suffix) or suffix in class_name:
+            return True, task
+    return False, None
+
+
+def _model_values(values: Values | None) -> list[Value]:
+    return [v for v in values or () if v.kind in (BASE_MODEL, PEFT_MODEL)]
+
+
+# ---------------------------------------------------------------- named calls
+def call_named(interp, event, env) -> Values:
+    name = event.name
+    parts = name.split(".")
+    top, last = parts[0], parts[-1]
+    if top == "peft":
+        return _peft_call(interp, event, env, parts)
+    if top in ("transformers", "trl"):
+        result = _transformers_call(interp, event, env, parts)
+        if result is not None:
+            return result
+    if top == "accelerate" and last == "Accelerator":
+        return (Value(ACCELERATOR, event.node, mixed_precision=_flag(event, "mixed_precision")),)
+    if name in GRAD_SCALERS:
+        interp.mark_grad_scaler()
+        return (Value(GRAD_SCALER, event.node),)
+    if _is_optimizer(name):
+        return (Value(OPTIMIZER, event.node, models=_models_in_params(interp, event, env)),)
+    if len(parts) == 1 and last in PASS_THROUGH_BUILTINS and event.args:
+        passed = [v for values in event.args for v in values if v.kind == PARAMS]
+        if passed:
+            return tuple(passed)
+    if last == "backward":
+        interp.mark_backward()
+    return unknown()
+
+
+def _is_optimizer(name: str) -> bool:
+    parts = name.split(".")
+    if name.startswith("torch.optim.") and parts[-1][:1].isupper() and "lr_scheduler" not in name:
+        return True
+    if parts[0] in ("bitsandbytes", "transformers") and parts[-1] in (
+        "AdamW", "Adafactor", "AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "Adam8bit", "PagedAdamW32bit", "Lion8bit"
+    ):
+        return True
+    return False
+
+
+def _models_in_params(interp, event, env) -> Values:
+    """Models whose parameters feed an optimizer: `m.parameters()` anywhere in its arguments."""
+    found = []
+    for arg in event.node.args:
+        for call in m.findall(arg.value, m.Call(func=m.Attribute(attr=m.Name("parameters") | m.Name("named_parameters")))):
+            found.extend(_model_values(interp.eval(call.func.value, env)))
+    for values in event.args:
+        for value in values:
+            if value.kind == PARAMS:
+                found.extend(value.get("model", ()))
+    return union(found)
+
+
+def _peft_call(interp, event, env, parts) -> Values:
+    last = parts[-1]
+    if last == "get_peft_model":
+        return (_wrap(event, event.arg(0, "model"), event.arg(1, "peft_config"), "get_peft_model"),)
+    if len(parts) >= 3 and last == "from_pretrained":
+        cls = parts[-2]
+        if cls.startswith("AutoPeftModel"):
+            return (Value(PEFT_MODEL, event.node, via="auto", base=(), config=(),
+                          trainable=_trainable(event), dtype=dtype_of(event.arg(None, "torch_dtype") or event.arg(None, "dtype")),
+                          autocast=_flag(event, "autocast_adapter_dtype")),)
+        if cls.startswith("PeftModel") or cls == "PeftMixedModel":
+            base = event.arg(0, "model") or ()
+            return (Value(PEFT_MODEL, event.node, via="from_pretrained", base=base, config=(),
+                          trainable=_trainable(event), dtype=_common(base, "dtype"), casted=_base_casted(base),
+                          autocast=_flag(event, "autocast_adapter_dtype")),)
+        if cls.endswith("Config"):
+            return (Value(PEFT_CONFIG, event.node, known=False),)
+    if last.endswith("Config") and last[:1].isupper() and len(parts) == 2:
+        if event.star_kwargs or event.args:
+            return (Value(PEFT_CONFIG, event.node, known=False),)
+        return (Value(PEFT_CONFIG, event.node, known=True, peft_class=last, fields=_kwargs_literal(event)),)
+    if last == "prepare_model_for_kbit_training":
+        return _mark_models(interp, env, event.arg(0, "model"), kbit_prepared=True)
+    if last == "cast_mixed_precision_params":
+        return _mark_models(interp, env, event.arg(0, "model"), casted=True)
+    return unknown()
+
+
+def _trainable(event):
+    """True / False when is_trainable is literal (absent = False), None when it varies."""
+    flag = _flag(event, "is_trainable")
+    if flag is MISSING:
+        return False
+    return flag if isinstance(flag, bool) else None
+
+
+def _common(values: Values | None, key: str):
+    found = {v.get(key) for v in values or ()}
+    return found.pop() if len(found) == 1 else None
+
+
+def _wrap(event, base: Values | None, config: Values | None, via: str) -> Value:
+    """The PeftModel a wrap call returns; frozen when its config says inference_mode=True."""
+    base = base or ()
+    config = config or ()
+    inference = [c.get("fields", {}).get("inference_mode", MISSING) if c.kind == PEFT_CONFIG and c.get("known") else None
+                 for c in config]
+    trainable = None
+    if inference and all(flag is True for flag in inference):
+        trainable = False
+    elif inference and all(flag in (False, MISSING) for flag in inference):
+        trainable = True
+    return Value(PEFT_MODEL, event.node, via=via, base=base, config=config, trainable=trainable,
+                 frozen_by=config[0].node if trainable is False else None,
+                 dtype=_common(base, "dtype"), casted=_base_casted(base),
+                 autocast=_flag(event, "autocast_adapter_dtype"))
+
+
+def _base_casted(base: Values) -> bool:
+    """The base went through a float32 cast or prepare_model_for_kbit_training on every path."""
+    return bool(base) and all(b.get("casted") or b.get("kbit_prepared") for b in base)
+
+
+def _mark_models(interp, env, values: Values | None, **changes) -> Values:
+    results = []
+    for value in values or ():
+        if value.kind in (BASE_MODEL, PEFT_MODEL):
+            new = value.derive(**changes)
+            interp.mutate(env, value, new)
+            results.append(new)
+        else:
+            results.append(value)
+    return tuple(results) or unknown()
+
+
+def _transformers_call(interp, event, env, parts) -> Values | None:
+    last = parts[-1]
+    cls = parts[-2] if len(parts) >= 3 and last in ("from_pretrained", "from_config", "_from_config") else last
+    if not cls[:1].isupper():
+        return None
+    if cls.endswith("Trainer") and cls == last:
+        return (_trainer(interp, event, cls),)
+    if cls == last and (cls.endswith("TrainingArguments") or (parts[0] == "trl" and cls.endswith("Config"))):
+        return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16")),)
+    if "Tokenizer" in cls or "Processor" in cls:
+        return (Value(TOKENIZER, event.node, added=False, source=event.arg(0, "pretrained_model_name_or_path")),)
+    if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
+        return None
+    if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
+        return None
+    has_head, task = _task_of_class(cls)
+    dtype = dtype_of(event.arg(None, "torch_dtype") or event.arg(None, "dtype"))
+    quantized = any(
+        const_value(event.kwargs[key], True) not in (False, None)
+        for key in ("load_in_4bit", "load_in_8bit", "quantization_config")
+        if key in event.kwargs
+    )
+    return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
+                  head_task=task, resized=False, new_tokens=False),)
+
+
+def _trainer(interp, event, cls: str) -> Value:
+    model = event.arg(0, "model") or ()
+    args = event.arg(1, "args") or ()
+    peft_config = event.kwargs.get("peft_config")
+    if peft_config is not None and const_value(peft_config, MISSING) is None:
+        peft_config = None
+    trained = model
+    if peft_config is not None and model and all(v.kind == BASE_MODEL for v in model):
+        trained = (_wrap(event, model, peft_config, "trainer"),)
+    return Value(TRAINER, event.node, class_name=cls, model=model, trained=trained, args=args,
+                 peft_config=peft_config)
+
+
+# --------------------------------------------------------------- method calls
+def call_method(interp, event, env) -> Values:
+    method = event.method
+    if method == "backward":
+        interp.mark_backward()
+    results = []
+    for value in event.receiver:
+        results.append(_method_of(interp, event, env, value, method))
+    return union(*results) if results else unknown()
+
+
+def _method_of(interp, event, env, value: Value, method: str) -> Values:
+    kind = value.kind
+    if kind == SELF:
+        return interp.call_method_of_self(value, method)
+    if kind == CLASS:
+        bases = value.get("bases", ())
+        if method in ("from_pretrained",) and any("Model" in b or "For" in b for b in bases):
+            return unknown()
+        return unknown()
+    if kind in (BASE_MODEL, PEFT_MODEL):
+        return _model_method(interp, event, env, value, method)
+    if kind == TOKENIZER:
+        if method == "add_tokens":
+            interp.mutate(env, value, value.derive(added=True))
+        elif method == "add_special_tokens":
+            tokens = const_value(event.arg(0, "special_tokens_dict"), None)
+            if isinstance(tokens, dict) and set(tokens) - {"pad_token"}:
+                interp.mutate(env, value, value.derive(added=True))
+        return unknown()
+    if kind == ACCELERATOR:
+        if method == "prepare":
+            if len(event.args) == 1:
+                return event.args[0]
+            return (Value("tuple", event.node, items=list(event.args)),)
+        if method == "backward":
+            interp.mark_backward()
+        return unknown()
+    if kind == PEFT_CONFIG and method == "save_pretrained":
+        return unknown()
+    return unknown()
+
+
+def _model_method(interp, event, env, value: Value, method: str) -> Values:
+    if method in ("parameters", "named_parameters", "modules", "named_modules"):
+        return (Value(PARAMS, event.node, model=(value,), modules=method.endswith("modules")),)
+    new = None
+    if method == "half":
+        new = value.derive(dtype="float16", halved_at=event.node if value.kind == PEFT_MODEL else None)
+    elif method == "bfloat16":
+        new = value.derive(dtype="bfloat16")
+    elif method == "float":
+        new = value.derive(dtype="float32", casted=True)
+    elif method == "to":
+        dtype = dtype_of(event.arg(None, "dtype"))
+        for values in event.args:
+            dtype = dtype or dtype_of(values)
+        if dtype == "float16":
+            new = value.derive(dtype="float16", halved_at=event.node if value.kind == PEFT_MODEL else None)
+        elif dtype in ("bfloat16", "float32"):
+            new = value.derive(dtype=dtype, casted=dtype == "float32")
+    elif method == "requires_grad_" and value.kind == PEFT_MODEL:
+        flag = const_value(event.arg(0, "requires_grad"), True) if event.args or event.kwargs else True
+        if flag is not False:
+            new = value.derive(unfrozen=True)
+    elif method == "resize_token_embeddings" and value.kind == BASE_MODEL:
+        added = any(v.kind == TOKENIZER and v.get("added") for values in _all_names(env) for v in values)
+        interp.mutate(env, value, value.derive(resized=True, new_tokens=added, resized_at=event.node))
+        return unknown()
+    elif method in ("merge_and_unload", "unload", "get_base_model") and value.kind == PEFT_MODEL:
+        base = value.get("base") or ()
+        template = base[0] if len(base) == 1 and base[0].kind == BASE_MODEL else None
+        attrs = dict(template.attrs) if template is not None else {"dtype": value.get("dtype")}
+        return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
+    elif method == "set_adapter" and value.kind == PEFT_MODEL:
+        new = value.derive(unfrozen=True)
+    if new is not None:
+        interp.mutate(env, value, new)
+        return (new,)
+    if method in SELF_RETURNING:
+        return (value,)
+    return unknown()
+
+
+def _all_names(env):
+    while env is not None:
+        yield from env.names.values()
+        env = env.parent
+
+
+def attribute_of(value: Value, attr: str) -> Value | None:
+    if value.kind == PEFT_MODEL and attr == "base_model":
+        return Value("tuner", value.node, peft=value)
+    if value.kind == "tuner" and attr == "model":
+        base = value.get("peft").get("base") or ()
+        return base[0] if len(base) == 1 else None
+    return None
+
+
+# ------------------------------------------------------------ parameter loops
+_REQUIRES_GRAD_TRUE = m.Assign(
+    targets=[m.AssignTarget(target=m.Attribute(attr=m.Name("requires_grad")))], value=m.Name("True")
+)
+_REQUIRES_GRAD_CALL = m.Call(func=m.Attribute(attr=m.Name("requires_grad_")))
+_FLOAT_CALL = m.Call(func=m.Attribute(attr=m.Name("float")), args=[])
+_TO_CALL = m.Call(func=m.Attribute(attr=m.Name("to") | m.Name("type")))
+
+
+def _casts_to_float32(body) -> bool:
+    if m.findall(body, _FLOAT_CALL):
+        return True
+    for call in m.findall(body, _TO_CALL):
+        for arg in call.args:
+            name = dotted(arg.value)
+            if name in ("torch.float32", "torch.float"):
+                return True
+            if isinstance(arg.value, cst.SimpleString) and arg.value.evaluated_value in ("float32",):
+                return True
+    return False
+
+
+def _unfreezes(body) -> bool:
+    if m.findall(body, _REQUIRES_GRAD_TRUE):
+        return True
+    for call in m.findall(body, _REQUIRES_GRAD_CALL):
+        if not call.args or (isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == "True"):
+            return True
+    return False
+
+
+def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env) -> None:
+    """`for p in model.parameters(): p.data = p.data.float()` / `p.requires_grad = True`."""
+    models = [model for value in iterated if value.kind == PARAMS for model in value.get("model", ())]
+    if not models:
+        return
+    changes = {}
+    if _casts_to_float32(node.body):
+        changes["casted"] = True
+    if _unfreezes(node.body):
+        changes["unfrozen"] = True
+    if not changes:
+        return
+    for model in models:
+        new = model.derive(**changes)
+        interp.mutate(env, model, new)
+        body_env.replace(model, new)

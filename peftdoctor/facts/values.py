@@ -1,0 +1,102 @@
+"""Abstract values: what a name may hold at one point of a script.
+
+A name holds a *set* of values (a tuple), one per path that reaches the point.
+Rules ask "on every path" (`all_of`) or "on some path" (`any_of`).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import libcst as cst
+
+# Kinds a value can have.
+UNKNOWN = "unknown"
+CONST = "const"  # a Python literal: attrs["value"]
+REF = "ref"  # an imported name: attrs["qualname"]
+TUPLE = "tuple"  # attrs["items"]: list of value sets
+BASE_MODEL = "base_model"  # a transformers model (not wrapped by peft)
+PEFT_MODEL = "peft_model"  # a PeftModel
+PEFT_CONFIG = "peft_config"
+TOKENIZER = "tokenizer"
+TRAINING_ARGS = "training_args"
+TRAINER = "trainer"
+OPTIMIZER = "optimizer"
+ACCELERATOR = "accelerator"
+GRAD_SCALER = "grad_scaler"
+PARAMS = "params"  # model.parameters() / named_parameters(): attrs["model"]
+FUNCTION = "function"  # a function defined in the file: attrs["node"]
+CLASS = "class"
+SELF = "self"  # the first parameter of a method: attrs["cls"]
+
+
+class Value:
+    """One abstract value. Identity matters: mutations replace a value by a derived one."""
+
+    __slots__ = ("kind", "node", "attrs")
+
+    def __init__(self, kind: str, node: cst.CSTNode | None = None, **attrs):
+        self.kind = kind
+        self.node = node
+        self.attrs = attrs
+
+    def get(self, key: str, default=None):
+        return self.attrs.get(key, default)
+
+    def derive(self, **changes) -> "Value":
+        """A copy with some attributes changed (same kind and origin node)."""
+        attrs = dict(self.attrs)
+        attrs.update(changes)
+        return Value(self.kind, self.node, **attrs)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        shown = {k: v for k, v in self.attrs.items() if k not in ("base", "config", "items")}
+        return f"Value({self.kind}, {shown})"
+
+
+UNKNOWN_VALUE = Value(UNKNOWN)
+Values = tuple  # a tuple[Value, ...]
+
+
+def unknown() -> Values:
+    return (UNKNOWN_VALUE,)
+
+
+def const(value) -> Values:
+    return (Value(CONST, value=value),)
+
+
+def union(*sets: Iterable[Value]) -> Values:
+    out: list[Value] = []
+    seen: set[int] = set()
+    for values in sets:
+        for value in values:
+            if id(value) not in seen:
+                seen.add(id(value))
+                out.append(value)
+    return tuple(out)
+
+
+def all_of(values: Values, kind: str) -> bool:
+    return bool(values) and all(v.kind == kind for v in values)
+
+
+def any_of(values: Values, kind: str) -> bool:
+    return any(v.kind == kind for v in values)
+
+
+MISSING = object()
+
+
+def const_value(values: Values | None, default=MISSING):
+    """The literal a value set holds on every path, or `default` if it varies or is unknown."""
+    if not values:
+        return default
+    seen = MISSING
+    for value in values:
+        if value.kind != CONST:
+            return default
+        if seen is not MISSING and value.get("value") != seen:
+            return default
+        seen = value.get("value")
+    return seen

@@ -1,0 +1,63 @@
+"""What every static rule shares: the context it runs in and how it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from peftdoctor.config import Config
+from peftdoctor.facts import Facts
+from peftdoctor.facts.values import BASE_MODEL, PEFT_CONFIG, PEFT_MODEL, Value
+from peftdoctor.finding import Finding, Severity
+from peftdoctor.versions import ProjectVersion, project_version
+
+# Every static rule needs a file that mentions peft (an import, get_peft_model,
+# peft_config=...): the engine skips parsing files without it.
+NEEDS_PEFT = ("peft",)
+PEFT_LOADERS = ("peft.PeftModel*.from_pretrained", "peft.PeftMixedModel.from_pretrained")
+
+
+@dataclass
+class Context:
+    config: Config = field(default_factory=Config)
+
+    def version(self, library: str, path: str) -> ProjectVersion:
+        return project_version(library, path, self.config.versions)
+
+
+def finding(facts: Facts, node: cst.CSTNode, code: str, message: str, hint: str,
+            severity: Severity = Severity.ERROR, versions: str = "", fix: dict | None = None,
+            fix_node: cst.Call | None = None) -> Finding:
+    """A finding at `node`; `fix` edits the call at `fix_node` (default: `node`), see peftdoctor.fix."""
+    line, column, end_line, end_column = facts.position(node)
+    extra = {}
+    if fix is not None:
+        fix_line, fix_column = (line, column) if fix_node is None else facts.position(fix_node)[:2]
+        extra["fix"] = {**fix, "line": fix_line, "column": fix_column}
+    return Finding(code=code, message=message, path=facts.path, line=line, column=column, hint=hint,
+                   severity=severity, end_line=end_line, end_column=end_column, versions=versions, extra=extra)
+
+
+def describe(facts: Facts, value: Value) -> str:
+    """'get_peft_model(...) at line 12' for messages."""
+    if value.node is None:
+        return "an earlier call"
+    node = value.node
+    name = facts.code_of(node.func) if isinstance(node, cst.Call) else facts.code_of(node)
+    return f"{name}(...) at line {facts.line_of(node)}"
+
+
+def peft_models(values) -> list[Value]:
+    return [v for v in values or () if v.kind == PEFT_MODEL]
+
+
+def known_configs(values) -> list[Value] | None:
+    """The literal peft configs a value set holds, or None if any path's config is not known here."""
+    if not values or not all(v.kind == PEFT_CONFIG and v.get("known") for v in values):
+        return None
+    return list(values)
+
+
+def all_base(values) -> bool:
+    return bool(values) and all(v.kind == BASE_MODEL for v in values)

@@ -1,0 +1,53 @@
+"""PD103: an adapter loaded for inference (frozen) is then trained."""
+
+from peftdoctor.facts.values import PEFT_MODEL
+from peftdoctor.registry import Rule, register
+from peftdoctor.rules.base import NEEDS_PEFT, finding
+from peftdoctor.rules.training import training_uses
+
+CODE = "PD103"
+
+
+def _frozen(value) -> bool:
+    return value.kind == PEFT_MODEL and value.get("trainable") is False and not value.get("unfrozen")
+
+
+def check(facts, ctx):
+    reported = set()
+    for use in training_uses(facts):
+        for value in use.models:  # on some path: the resume branch is enough
+            if not _frozen(value):
+                continue
+            line = facts.line_of(use.node)
+            if value.get("via") in ("from_pretrained", "auto"):
+                origin = value.node
+                if id(origin) in reported:
+                    continue
+                reported.add(id(origin))
+                has_flag = any(arg.keyword is not None and arg.keyword.value == "is_trainable" for arg in origin.args)
+                fix = {"kind": "replace_keyword" if has_flag else "add_keyword", "keyword": "is_trainable",
+                       "value": "True"}
+                yield finding(
+                    facts, origin, CODE,
+                    f"adapter loaded without is_trainable=True is trained ({use.how} at line {line}); "
+                    "its LoRA weights are frozen (requires_grad=False), so nothing is learned",
+                    "pass is_trainable=True to from_pretrained when you resume training",
+                    fix=fix,
+                )
+            elif value.get("frozen_by") is not None:
+                origin = value.get("frozen_by")
+                if id(origin) in reported:
+                    continue
+                reported.add(id(origin))
+                yield finding(
+                    facts, origin, CODE,
+                    f"peft config with inference_mode=True is used for a model that is trained ({use.how} at line "
+                    f"{line}); the adapter weights are created frozen, so nothing is learned",
+                    "set inference_mode=False (the default) in the config of an adapter you train",
+                    fix={"kind": "replace_keyword", "keyword": "inference_mode", "value": "False"},
+                )
+
+
+register(Rule(CODE, "frozen-adapter-trained",
+              "An adapter loaded without is_trainable=True (or with inference_mode=True) is trained.",
+              kind="static", check=check, needs_any=NEEDS_PEFT))

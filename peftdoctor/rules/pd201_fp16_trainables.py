@@ -1,0 +1,62 @@
+"""PD201: fp16 trainable parameters under fp16 mixed precision (AMP with a GradScaler)."""
+
+from peftdoctor.facts.library import HEAD_TASK_TYPES, NOT_LITERAL
+from peftdoctor.facts.values import MISSING, PEFT_CONFIG, PEFT_MODEL, all_of
+from peftdoctor.registry import Rule, register
+from peftdoctor.rules.base import NEEDS_PEFT, finding
+from peftdoctor.rules.training import training_uses
+
+CODE = "PD201"
+
+
+def _fp16_trainable_reasons(value, peft_version) -> list[str]:
+    """Why this fp16 PeftModel really has fp16 trainable weights (empty: peft upcasts them)."""
+    reasons = []
+    if value.get("halved_at") is not None:
+        reasons.append(".half() on the PeftModel casts the adapter weights to fp16 after peft upcast them")
+    if value.get("autocast") is False:
+        reasons.append("autocast_adapter_dtype=False keeps the adapter weights in fp16")
+    for config in value.get("config") or ():
+        if config.kind != PEFT_CONFIG or not config.get("known"):
+            continue
+        fields = config.get("fields", {})
+        modules = fields.get("modules_to_save", MISSING)
+        if modules not in (MISSING, None, NOT_LITERAL, [], ()):
+            reasons.append(f"modules_to_save={modules!r} makes trainable fp16 copies of those modules")
+        if fields.get("task_type") in HEAD_TASK_TYPES:
+            reasons.append(f"task_type={fields['task_type']} makes a trainable fp16 copy of the classification head")
+    if peft_version.below(0, 12):
+        reasons.append(f"{peft_version.text} does not upcast adapter weights (peft >= 0.12 does)")
+    return reasons
+
+
+def check(facts, ctx):
+    reported = set()
+    for use in training_uses(facts):
+        if not use.fp16_amp or not all_of(use.models, PEFT_MODEL):
+            continue
+        if not all(v.get("dtype") == "float16" and not v.get("casted") for v in use.models):
+            continue
+        peft_version = ctx.version("peft", facts.path)
+        for value in use.models:
+            reasons = _fp16_trainable_reasons(value, peft_version)
+            if not reasons:
+                continue
+            node = value.get("halved_at") or value.node
+            if id(node) in reported:
+                continue
+            reported.add(id(node))
+            yield finding(
+                facts, node, CODE,
+                f"model in float16 is trained under fp16 mixed precision ({use.how} at line "
+                f"{facts.line_of(use.node)}) with fp16 trainable weights: {reasons[0]}; the GradScaler fails "
+                "with 'Attempting to unscale FP16 gradients'",
+                "load the base in float32 (or bfloat16 with bf16=True), or cast the trainable parameters to "
+                "float32 (peft.helpers.cast_mixed_precision_params or a p.data = p.data.float() loop)",
+                versions=peft_version.text,
+            )
+
+
+register(Rule(CODE, "fp16-trainable-under-amp",
+              "Trainable parameters are float16 while training under fp16 AMP (GradScaler cannot unscale them).",
+              kind="static", check=check, needs_any=NEEDS_PEFT))

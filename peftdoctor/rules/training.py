@@ -1,0 +1,63 @@
+"""Where a script trains a model, and under which mixed precision.
+
+Shared by the rules that care whether a model is trained (PD103) and how
+(PD201): a Trainer's .train(), an optimizer over the model's parameters in a
+file with a backward pass, model.train() with a backward pass in the same
+function, or accelerator.prepare() of the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from peftdoctor.facts import Facts
+from peftdoctor.facts.values import (
+    ACCELERATOR,
+    OPTIMIZER,
+    PEFT_MODEL,
+    TRAINER,
+    TRAINING_ARGS,
+    BASE_MODEL,
+    Values,
+    const_value,
+    union,
+)
+
+
+@dataclass
+class TrainingUse:
+    node: cst.CSTNode
+    models: Values  # what is trained, one value per path
+    how: str  # "trainer.train()", "optimizer", "model.train()", "accelerator.prepare()"
+    fp16_amp: bool  # fp16 autocast with loss scaling is on for certain
+
+
+def _trainer_fp16(trainer) -> bool:
+    args = trainer.get("args") or ()
+    return bool(args) and all(a.kind == TRAINING_ARGS and a.get("fp16") is True for a in args)
+
+
+def training_uses(facts: Facts) -> list[TrainingUse]:
+    uses: list[TrainingUse] = []
+    for event in facts.events:
+        if event.method == "train" and event.name.startswith("."):
+            for receiver in event.receiver:
+                if receiver.kind == TRAINER:
+                    uses.append(TrainingUse(event.node, receiver.get("trained") or (), "trainer.train()",
+                                            _trainer_fp16(receiver)))
+            models = tuple(v for v in event.receiver if v.kind in (PEFT_MODEL, BASE_MODEL))
+            mode = const_value(event.arg(0, "mode"), True) if event.args or event.kwargs else True
+            if models and mode is True and facts.has_backward(event.scope):
+                uses.append(TrainingUse(event.node, models, "model.train()", facts.has_grad_scaler(event.scope)))
+        for value in event.result:
+            if value.kind == OPTIMIZER and value.node is event.node and value.get("models") and facts.has_backward():
+                uses.append(TrainingUse(event.node, value.get("models"), "an optimizer over its parameters",
+                                        facts.has_grad_scaler(event.scope)))
+        if event.method == "prepare" and any(r.kind == ACCELERATOR for r in event.receiver) and facts.has_backward():
+            precision = {r.get("mixed_precision") for r in event.receiver if r.kind == ACCELERATOR}
+            models = union(*[tuple(v for v in values if v.kind in (PEFT_MODEL, BASE_MODEL)) for values in event.args])
+            if models:
+                uses.append(TrainingUse(event.node, models, "accelerator.prepare()", precision == {"fp16"}))
+    return uses
