@@ -1,0 +1,249 @@
+"""`check --fix` / `--diff`: apply the edits that rules mark as certainly safe.
+
+A fixable finding carries `extra["fix"]`, a dict naming one edit on one call:
+
+    {"kind": "add_keyword", "line": L, "column": C, "keyword": "is_trainable", "value": "True"}
+    {"kind": "replace_keyword", "line": L, "column": C, "keyword": "task_type", "value": '"CAUSAL_LM"'}
+
+(L, C) is where the Call starts: 1-based line, 1-based column of its first
+character. When calls nest with the same start (`f(x).g()`), the innermost one
+is meant unless the edit names `"callee"` (the last part of the called name,
+e.g. "from_pretrained"). `add_keyword` does nothing when the keyword is already
+there, or when the call has `**kwargs` (which might carry it); `replace_keyword`
+does nothing when it is absent. Edits are libcst node rewrites, so comments and
+layout survive; files are written atomically and only when they changed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+KINDS = ("add_keyword", "replace_keyword")
+
+
+class FixError(Exception):
+    """An edit that is malformed; the rule that made it has a bug."""
+
+
+def _callee_name(call: cst.Call) -> str | None:
+    func = call.func
+    if isinstance(func, cst.Name):
+        return func.value
+    if isinstance(func, cst.Attribute):
+        return func.attr.value
+    return None
+
+
+class _CallFinder(cst.CSTVisitor):
+    """Find, for each edit position, the Call node it means."""
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, edits: list[dict]):
+        self.wanted = {(e["line"], e["column"]): e.get("callee") for e in edits}
+        self.found: dict[tuple[int, int], cst.Call] = {}
+
+    def visit_Call(self, node: cst.Call) -> None:
+        start = self.get_metadata(PositionProvider, node).start
+        key = (start.line, start.column + 1)
+        if key not in self.wanted:
+            return
+        callee = self.wanted[key]
+        if callee is not None and _callee_name(node) != callee:
+            return
+        # Visiting goes outside-in, so a later hit at the same start is the inner call.
+        self.found[key] = node
+
+
+def _has_keyword(call: cst.Call, keyword: str) -> bool:
+    return any(arg.keyword is not None and arg.keyword.value == keyword for arg in call.args)
+
+
+def _has_double_star(call: cst.Call) -> bool:
+    return any(arg.star == "**" for arg in call.args)
+
+
+def _separator(call: cst.Call) -> cst.BaseParenthesizableWhitespace:
+    """The whitespace between arguments in this call's own style, without any comment."""
+    if len(call.args) >= 2 and isinstance(call.args[-2].comma, cst.Comma):
+        found = call.args[-2].comma.whitespace_after
+    elif isinstance(call.whitespace_before_args, cst.ParenthesizedWhitespace):
+        found = call.whitespace_before_args
+    else:
+        return cst.SimpleWhitespace(" ")
+    if isinstance(found, cst.ParenthesizedWhitespace):
+        return found.with_changes(first_line=cst.TrailingWhitespace(), empty_lines=[])
+    return found
+
+
+def _split(after_last, separator):
+    """(whitespace after the old last argument's new comma, whitespace after the new argument).
+
+    A comment (or newline) that followed the old last argument stays with it; what
+    led up to the closing paren moves behind the new argument.
+    """
+    if isinstance(after_last, cst.ParenthesizedWhitespace) and (
+        isinstance(separator, cst.ParenthesizedWhitespace) or after_last.first_line.comment is not None
+    ):
+        if isinstance(separator, cst.ParenthesizedWhitespace):
+            indent = separator.last_line
+        else:  # one-line arguments, then a comment: indent one level past the closing paren
+            indent = cst.SimpleWhitespace(after_last.last_line.value + "    ")
+        between = after_last.with_changes(last_line=indent)
+        closing = cst.ParenthesizedWhitespace(first_line=cst.TrailingWhitespace(), empty_lines=[],
+                                              indent=after_last.indent, last_line=after_last.last_line)
+        return between, closing
+    return separator, after_last
+
+
+def add_keyword(call: cst.Call, keyword: str, value: cst.BaseExpression) -> cst.Call:
+    """`call` with `keyword=value` appended, keeping its layout, comments and trailing comma."""
+    new_arg = cst.Arg(
+        value=value,
+        keyword=cst.Name(keyword),
+        equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
+                              whitespace_after=cst.SimpleWhitespace("")),
+    )
+    if not call.args:
+        return call.with_changes(args=[new_arg])
+    args = list(call.args)
+    last = args[-1]
+    separator = _separator(call)
+    if isinstance(last.comma, cst.Comma):
+        between, closing = _split(last.comma.whitespace_after, separator)
+        args[-1] = last.with_changes(comma=last.comma.with_changes(whitespace_after=between))
+        args.append(new_arg.with_changes(comma=last.comma.with_changes(whitespace_after=closing)))
+    else:
+        between, closing = _split(last.whitespace_after_arg, separator)
+        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=between),
+                                     whitespace_after_arg=cst.SimpleWhitespace(""))
+        args.append(new_arg.with_changes(whitespace_after_arg=closing))
+    return call.with_changes(args=args)
+
+
+def replace_keyword(call: cst.Call, keyword: str, value: cst.BaseExpression) -> cst.Call:
+    args = [
+        arg.with_changes(value=value) if arg.keyword is not None and arg.keyword.value == keyword else arg
+        for arg in call.args
+    ]
+    return call.with_changes(args=args)
+
+
+class _Rewriter(cst.CSTTransformer):
+    def __init__(self, targets: dict[int, list[dict]]):
+        self.targets = targets  # id(original Call) -> edits
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        for edit in self.targets.get(id(original), ()):
+            value = cst.parse_expression(edit["value"])
+            if edit["kind"] == "add_keyword":
+                if not _has_keyword(updated, edit["keyword"]) and not _has_double_star(updated):
+                    updated = add_keyword(updated, edit["keyword"], value)
+            elif _has_keyword(updated, edit["keyword"]):
+                updated = replace_keyword(updated, edit["keyword"], value)
+        return updated
+
+
+def _check_edit(edit: dict) -> dict:
+    try:
+        if edit["kind"] not in KINDS:
+            raise FixError(f"unknown fix kind {edit['kind']!r}")
+        cst.parse_expression(edit["value"])
+        if not str(edit["keyword"]).isidentifier():
+            raise FixError(f"bad keyword {edit['keyword']!r}")
+        return {**edit, "line": int(edit["line"]), "column": int(edit["column"])}
+    except (KeyError, TypeError, ValueError, cst.ParserSyntaxError) as exc:
+        raise FixError(f"malformed fix {edit!r}: {exc}") from None
+
+
+def apply_edits(source: str, edits: list[dict]) -> str:
+    """`source` with `edits` applied (the same text when none applies)."""
+    edits = [_check_edit(edit) for edit in edits]
+    if not edits:
+        return source
+    wrapper = MetadataWrapper(cst.parse_module(source))
+    finder = _CallFinder(edits)
+    wrapper.visit(finder)
+    targets: dict[int, list[dict]] = defaultdict(list)
+    for edit in edits:
+        node = finder.found.get((edit["line"], edit["column"]))
+        if node is not None and edit not in targets[id(node)]:
+            targets[id(node)].append(edit)
+    if not targets:
+        return source
+    return wrapper.module.visit(_Rewriter(targets)).code
+
+
+def _read(path: Path) -> tuple[str, str]:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def write_atomically(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """Replace `path` in one step (temp file in the same folder + os.replace), keeping its mode."""
+    mode = path.stat().st_mode
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as stream:
+            stream.write(text)
+        os.chmod(tmp, mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def apply_fixes(paths, config, *, write: bool, stream) -> bool:
+    """Fix (write=True) or show as a unified diff (write=False) every safe fix; True if anything changes."""
+    from peftdoctor.engine import PathError, check_paths
+
+    result = check_paths(paths, config)
+    by_file: dict[str, list[dict]] = defaultdict(list)
+    for finding in result.findings:
+        fix = finding.extra.get("fix")
+        if fix:
+            by_file[finding.path].append(fix)
+    changed_files = 0
+    fixed = 0
+    for name in sorted(by_file):
+        path = Path(name)
+        try:
+            source, encoding = _read(path)
+        except OSError as exc:
+            raise PathError(f"{name}: cannot read: {exc.strerror or exc}") from None
+        try:
+            new = apply_edits(source, by_file[name])
+        except (FixError, cst.ParserSyntaxError) as exc:
+            print(f"peftdoctor: warning: {name}: fix skipped: {exc}", file=sys.stderr)
+            continue
+        if new == source:
+            continue
+        changed_files += 1
+        fixed += len(by_file[name])
+        if write:
+            try:
+                write_atomically(path, new, encoding)
+            except OSError as exc:
+                raise PathError(f"{name}: cannot write fix: {exc.strerror or exc}") from None
+        else:
+            stream.writelines(difflib.unified_diff(
+                source.splitlines(keepends=True), new.splitlines(keepends=True),
+                fromfile=f"a/{Path(name).as_posix()}", tofile=f"b/{Path(name).as_posix()}",
+            ))
+    if write and changed_files:
+        # stderr: stdout may be carrying a JSON or SARIF report.
+        print(f"peftdoctor: fixed {fixed} finding{'s' if fixed != 1 else ''} in {changed_files} "
+              f"file{'s' if changed_files != 1 else ''}", file=sys.stderr)
+    return changed_files > 0
