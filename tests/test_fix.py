@@ -137,3 +137,75 @@ def test_apply_fixes_without_fixable_findings_touches_nothing(tmp_path):
     assert apply_fixes([str(tmp_path)], Config(), write=True, stream=stream) is False
     assert stream.getvalue() == ""
     assert path.stat().st_mtime == pytest.approx(old)
+
+
+# --- end to end through the CLI with the real PD103 rule ----------------------
+
+RESUME = '''from transformers import AutoModelForCausalLM, Trainer
+from peft import PeftModel
+
+base = AutoModelForCausalLM.from_pretrained("base")
+model = PeftModel.from_pretrained(
+    base,
+    "out",  # the adapter
+)
+Trainer(model=model).train()
+'''
+
+CLEAN = "from peft import LoraConfig\n\ncfg = LoraConfig(r=8)\n"
+
+
+def test_cli_diff_then_fix_then_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from peftdoctor.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "train.py"
+    script.write_text(RESUME)
+    clean = tmp_path / "clean.py"
+    clean.write_text(CLEAN)
+    old = time.time() - 1000
+    os.utime(clean, (old, old))
+    runner = CliRunner()
+
+    result = runner.invoke(cli, ["check", "."])
+    assert result.exit_code == 1 and "PD103" in result.output
+
+    # --diff shows the edit and writes nothing
+    result = runner.invoke(cli, ["check", "--diff", "."])
+    assert result.exit_code == 1
+    assert "+++ b/train.py" in result.output and '+    is_trainable=True,' in result.output
+    assert script.read_text() == RESUME
+
+    # --fix writes it; the report that follows is clean
+    result = runner.invoke(cli, ["check", "--fix", "--format", "json", "."])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads(result.stdout)["findings"] == []  # the fix note goes to stderr, not into the JSON
+    assert "fixed 1 finding in 1 file" in result.stderr
+    fixed = script.read_text()
+    assert fixed == RESUME.replace('    "out",  # the adapter\n', '    "out",  # the adapter\n    is_trainable=True,\n')
+    assert clean.stat().st_mtime == pytest.approx(old)  # untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    # a second --fix changes nothing, --diff shows nothing
+    mtime = script.stat().st_mtime_ns
+    result = runner.invoke(cli, ["check", "--fix", "."])
+    assert result.exit_code == 0 and script.stat().st_mtime_ns == mtime
+    result = runner.invoke(cli, ["check", "--diff", "."])
+    assert result.exit_code == 0 and result.output == ""
+
+
+def test_suppressed_finding_is_not_fixed(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from peftdoctor.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    source = RESUME.replace("model = PeftModel.from_pretrained(", "model = PeftModel.from_pretrained(  # noqa: PD103")
+    (tmp_path / "train.py").write_text(source)
+    result = CliRunner().invoke(cli, ["check", "--fix", "train.py"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "train.py").read_text() == source
