@@ -174,3 +174,42 @@ def test_cli_flags_override_the_file(tmp_path):
     # and without flags, the file decides
     config = resolve_config([str(tmp_path / "train.py")], None, (), (), ())
     assert config.is_enabled("PD101") and not config.is_enabled("PD201")
+
+
+WRAPPED = (
+    "from peft import LoraConfig, PeftModel, get_peft_model\n"
+    "model = get_peft_model(base, LoraConfig(r=8))\n"
+    'model = PeftModel.from_pretrained(model, "out")\n'
+)
+
+
+def test_config_end_to_end_with_a_real_rule(tmp_path):
+    """per-file-ignores, exclude and severity change what `check` reports and its exit code."""
+    for name in ("train.py", "scripts/ok_here.py", "legacy/old.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(WRAPPED)
+    result = run_cli(["check", "."], tmp_path)
+    assert result.exit_code == 1 and result.output.count("PD101") == 3
+
+    write_pyproject(tmp_path, """
+[tool.peftdoctor]
+exclude = ["legacy"]
+[tool.peftdoctor.per-file-ignores]
+"scripts/*.py" = ["PD1"]
+""")
+    result = run_cli(["check", "."], tmp_path)
+    assert result.exit_code == 1
+    assert [line.split(":")[0] for line in result.output.splitlines() if "PD101" in line] == ["train.py"]
+
+    # the walk-up works from a subfolder too, and severity info means exit 0
+    write_pyproject(tmp_path, '[tool.peftdoctor]\nexclude = ["legacy"]\nseverity = {PD101 = "info"}\n')
+    result = run_cli(["check", "--format", "json", "."], tmp_path)
+    import json
+
+    data = json.loads(result.output)
+    assert result.exit_code == 0
+    assert {f["severity"] for f in data["findings"]} == {"info"} and len(data["findings"]) == 2
+    result = run_cli(["check", "--ignore", "PD101", "."], tmp_path)
+    assert result.exit_code == 0 and "PD101" not in result.output
+    result = run_cli(["check", "--select", "PD2", "."], tmp_path)
+    assert result.exit_code == 0 and "No findings in 2 files." in result.output

@@ -89,3 +89,59 @@ def test_partly_used_comment_reports_the_rest():
 def test_no_comments_is_cheap_and_empty():
     s = parse_suppressions("x = 1\n")
     assert not s.by_line and not s.file_level and not s.unused()
+
+
+# --- through the engine and the CLI, with the real PD101 rule -----------------
+
+from click.testing import CliRunner  # noqa: E402
+
+from peftdoctor.cli import cli  # noqa: E402
+from peftdoctor.engine import check_source  # noqa: E402
+
+WRAPPED = (
+    "from peft import LoraConfig, PeftModel, get_peft_model\n"
+    "model = get_peft_model(base, LoraConfig(r=8))\n"
+    'model = PeftModel.from_pretrained(model, "out"){comment}\n'
+)
+
+
+def codes(source, **kw):
+    return [(f.code, f.line) for f in check_source(source, "train.py", **kw).findings]
+
+
+def test_real_finding_and_each_suppression_form():
+    assert codes(WRAPPED.format(comment="")) == [("PD101", 3)]
+    for comment in ("  # noqa: PD101", "  # noqa", "  # peftdoctor: ignore[PD101]", "  # noqa: PD1",
+                    "  # peftdoctor: ignore[PD102, PD101]"):
+        assert codes(WRAPPED.format(comment=comment)) == [], comment
+    for comment in ("  # noqa: PD102", "  # peftdoctor: ignore[PD2]", "  # noqa: E501"):
+        assert codes(WRAPPED.format(comment=comment)) == [("PD101", 3)], comment
+    # a noqa on another line does nothing
+    moved = WRAPPED.format(comment="").replace("LoraConfig(r=8))", "LoraConfig(r=8))  # noqa: PD101")
+    assert codes(moved) == [("PD101", 3)]
+
+
+def test_file_level_suppression():
+    source = "# peftdoctor: ignore-file[PD101]\n" + WRAPPED.format(comment="")
+    assert codes(source) == []
+    source = "# peftdoctor: ignore-file[PD201]\n" + WRAPPED.format(comment="")
+    assert codes(source) == [("PD101", 4)]
+
+
+def test_unused_noqa_reported_as_pd001():
+    source = WRAPPED.format(comment="  # noqa: PD101") + "x = 1  # noqa: PD201\ny = 2  # noqa: E501\n"
+    result = check_source(source, "train.py", report_unused_noqa=True)
+    assert result.findings == []
+    assert [(f.code, f.line) for f in result.unused_suppressions] == [("PD001", 4)]
+    assert "# noqa: PD201" in result.unused_suppressions[0].message
+
+
+def test_cli_report_unused_noqa(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text(WRAPPED.format(comment="  # noqa: PD101") + "x = 1  # noqa: PD302\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["check", "train.py"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["check", "--report-unused-noqa", "train.py"])
+    assert result.exit_code == 1
+    assert "train.py:4:1: PD001 unused suppression comment: # noqa: PD302" in result.output
