@@ -1,1 +1,38 @@
 """Registry entries of the PD6xx checkpoint checks."""
+
+from peftdoctor.finding import Severity
+from peftdoctor.registry import Rule, register
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+# Default severity of each code, for the findings the checks build.
+SEVERITY: dict[str, Severity] = {}
+
+for _code, _name, _severity, _summary in (
+    ("PD600", "adapter-config-unreadable", E,
+     "Adapter folder unreadable, adapter_config.json missing, not JSON, or lacking required fields."),
+    ("PD601", "adapter-config-invalid", E,
+     "adapter_config.json has an unknown peft_type, unknown fields, a newer peft_version, r <= 0 or no targets."),
+    ("PD602", "adapter-weights-damaged", E,
+     "Adapter weights missing, truncated, or with a header that is absurd, overlapping or of unknown dtype."),
+    ("PD603", "adapter-keys-nested", E,
+     "Weight names are double-wrapped (base_model.model.base_model.model) or carry the adapter name."),
+    ("PD604", "adapter-shape-mismatch", E,
+     "LoRA shapes disagree with r / rank_pattern or with each other (lora_A rows, lora_B columns)."),
+    ("PD605", "adapter-untrained", E,
+     "Every lora_B is all zero, as peft initialises it: the adapter changes nothing."),
+    ("PD606", "adapter-non-finite", E, "A saved tensor contains NaN or Inf."),
+    ("PD607", "adapter-placeholder-tensors", E,
+     "Empty or 1-D placeholder tensors where matrices belong (a ZeRO-3 save without gathering)."),
+    ("PD608", "adapter-dtype", W,
+     "Trainable weights stored in fp16/bf16 (info), or mixed dtypes across tensors (warning)."),
+    ("PD609", "adapter-head-missing", E,
+     "A classification/QA task or modules_to_save is declared but the head's weights are not saved."),
+    ("PD610", "adapter-new-tokens-lost", E,
+     "The saved tokenizer has more tokens than the base vocabulary but the adapter has no rows for them."),
+    ("PD611", "adapter-pickle-unsafe", E,
+     "adapter_model.bin would import globals beyond torch tensor rebuilding when unpickled."),
+    ("PD612", "adapter-base-not-local", I,
+     "The base model named in adapter_config.json is not available locally; deep checks need --base."),
+):
+    register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
+    SEVERITY[_code] = _severity

@@ -1,0 +1,145 @@
+"""`peftdoctor inspect`: find the adapters under the PATHs and run the PD6xx checks on each.
+
+Header-level only: nothing here imports torch, transformers or peft. The deep
+checks (PD7xx) are imported lazily, and only when asked for.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftdoctor.config import Config
+from peftdoctor.finding import Finding
+from peftdoctor.inspect import checks
+from peftdoctor.inspect.adapter_config import ConfigUnreadable, check_config, load_adapter_config
+from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
+from peftdoctor.inspect.discover import InputError, find_adapters
+from peftdoctor.inspect.findings import finding
+from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
+from peftdoctor.inspect.safetensors_header import read_header
+from peftdoctor.inspect.tokenizer_files import token_count
+from peftdoctor.inspect.values import numpy_available, open_values
+
+__all__ = ["InputError", "InspectResult", "inspect_paths", "inspect_adapter"]
+
+SAFETENSORS, PICKLE = "adapter_model.safetensors", "adapter_model.bin"
+
+
+@dataclass
+class InspectResult:
+    findings: list[Finding] = field(default_factory=list)
+    adapters_checked: int = 0
+
+
+def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool = False, device: str = "auto",
+                  dtype: str = "auto", device_map=None, merge_check: bool = True,
+                  show_summary: bool = True) -> InspectResult:
+    """Inspect every adapter under `paths`; InputError for a PATH that does not exist."""
+    result = InspectResult()
+    console = err_console = None
+    if show_summary:
+        from rich.console import Console
+
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=True, emoji=False)
+        err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    for folder in find_adapters(paths):
+        found, adapter = inspect_adapter(folder, config=config, base=base)
+        result.adapters_checked += 1
+        if adapter is not None and console is not None:
+            from peftdoctor.inspect.summary import print_summary
+
+            print_summary(adapter, console)
+        if deep and adapter is not None:
+            from peftdoctor.runtime.deep import deep_check
+
+            local_base = base or (str(adapter.base_dir) if adapter.base_dir else None)
+            found += deep_check(folder, local_base, device=device, dtype=dtype, device_map=device_map,
+                                merge_check=merge_check, console=err_console)
+        result.findings += _apply_config(found, config)
+    result.findings.sort(key=Finding.sort_key)
+    return result
+
+
+def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
+    kept = []
+    for item in found:
+        if config.is_enabled(item.code, item.path):
+            severity = config.severity_of(item.code, item.severity)
+            kept.append(item if severity == item.severity else item.with_severity(severity))
+    return kept
+
+
+def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
+                    ) -> tuple[list[Finding], checks.Adapter | None]:
+    """The header-level findings of one adapter folder, and its parsed index (None if unusable)."""
+    try:
+        adapter_config = load_adapter_config(folder)
+    except ConfigUnreadable as exc:
+        return [finding("PD600", str(exc), str(folder))], None
+    config_path = str(folder / "adapter_config.json")
+    found = check_config(adapter_config, config_path)
+    named_base = base or adapter_config.get("base_model_name_or_path")
+    base_dir = resolve_base(named_base, folder)
+    if base is None and base_dir is None:
+        what = f"base model {named_base!r}" if named_base else "no base_model_name_or_path, so the base model"
+        found.append(finding("PD612", f"{what} is not available locally (not a folder, not in the HF cache)",
+                             config_path, hint="Deep checks need the base: pass --base FOLDER."))
+
+    safetensors_path, pickle_path = folder / SAFETENSORS, folder / PICKLE
+    if safetensors_path.is_file():
+        weights = safetensors_path
+    elif pickle_path.is_file():
+        return found + _check_pickle(pickle_path), None
+    else:
+        found.append(finding("PD602", f"no {SAFETENSORS} or {PICKLE} in {folder}", str(folder),
+                             hint="Save the adapter with model.save_pretrained(folder)."))
+        return found, None
+
+    header = read_header(weights)
+    if not header.ok:
+        more = f" (and {len(header.problems) - 1} more problems)" if len(header.problems) > 1 else ""
+        found.append(finding("PD602", f"{header.problems[0]}{more}", str(weights),
+                             hint="The file is damaged: save the adapter again or copy it again.",
+                             problems=header.problems))
+        return found, None
+    adapter = checks.Adapter(folder=folder, config=adapter_config, weights=weights, tensors=header.tensors,
+                             base_dir=base_dir)
+    found += _tensor_checks(adapter, config)
+    return found, adapter
+
+
+def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
+    weights = str(adapter.weights)
+    found = []
+    for check in (checks.check_nested_keys, checks.check_shapes, checks.check_placeholders,
+                  checks.check_dtypes, checks.check_heads):
+        found += check(adapter)
+    if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
+        found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
+    wants_values = [c for c in ("PD605", "PD606") if config.is_enabled(c, weights)]
+    if wants_values and numpy_available():
+        with open_values(weights) as reader:
+            adapter.values = reader
+            if "PD605" in wants_values:
+                found += checks.check_untrained(adapter)
+            if "PD606" in wants_values:
+                found += checks.check_non_finite(adapter)
+            adapter.values = None
+    return found
+
+
+def _check_pickle(path: Path) -> list[Finding]:
+    try:
+        imported = pickle_globals(str(path))
+    except PickleUnreadable as exc:
+        return [finding("PD602", f"cannot read the pickle: {exc}", str(path))]
+    unsafe = sorted({f"{module}.{name}" for module, name in imported if not is_safe(module, name)})
+    if not unsafe:
+        return []
+    return [finding("PD611", f"unpickling would import {', '.join(unsafe)}: not needed to rebuild tensors, "
+                             "this file can run code when loaded", str(path),
+                    hint="Do not load it with torch.load(weights_only=False); convert trusted adapters to "
+                         "safetensors (save_pretrained(..., safe_serialization=True)).",
+                    globals=unsafe)]
