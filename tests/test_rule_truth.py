@@ -179,6 +179,16 @@ def test_pd102_get_peft_model_on_a_peft_model_nests_and_saves_unloadable_keys(tm
     assert torch.allclose(logits(reloaded, ids), logits(tiny_llama(), ids), atol=1e-5)
 
 
+def test_pd102_get_peft_model_on_a_loaded_adapter_wipes_it(adapters):
+    ids = token_batch()
+    loaded = PeftModel.from_pretrained(tiny_llama(), adapters["a"], is_trainable=True)
+    assert not torch.allclose(logits(loaded, ids), logits(tiny_llama(), ids), atol=1e-4)
+    with pytest.warns(UserWarning, match="second time"):
+        rewrapped = get_peft_model(loaded, lora())
+    # The new "default" adapter replaced the loaded one (lora_B = 0 again).
+    assert torch.allclose(logits(rewrapped, ids), logits(tiny_llama(), ids), atol=1e-5)
+
+
 def test_pd102_sft_trainer_rejects_a_peft_model_with_peft_config(tmp_path):
     pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
