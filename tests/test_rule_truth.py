@@ -347,6 +347,14 @@ def test_pd201_prepare_model_for_kbit_training_casts_a_non_quantized_model_to_fp
     fp16_amp_step(peft_model, **_seq_cls_batch())
 
 
+def test_pd201_prepare_model_for_kbit_training_after_get_peft_model_freezes_the_adapter():
+    # Counts as a cast only before get_peft_model: afterwards it also freezes LoRA.
+    model = get_peft_model(_fp16_llama(), lora(modules_to_save=["lm_head"]))
+    model = prepare_model_for_kbit_training(model)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.get_nb_trainable_parameters()[0] == 0
+
+
 # --------------------------------------------------------------------- PD301
 
 
