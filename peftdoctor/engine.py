@@ -117,12 +117,29 @@ def _quick_syntax_check(source: str, path: str) -> list[Finding]:
     return []
 
 
-def check_source(source: str, path: str = "<string>", config: Config | None = None,
-                 report_unused_noqa: bool = False) -> CheckResult:
-    """Check one file's text: the unit the CLI, the pytest plugin and the doc tests share."""
+def _run_rules(module: cst.Module, path: str, rules: list[Rule], config: Config) -> list[Finding]:
+    """Facts once, then every rule; a bug of ours on odd code is reported, never a traceback."""
     from peftdoctor.facts import build_facts  # local: keeps `peftdoctor rules` fast
     from peftdoctor.rules.base import Context
 
+    findings: list[Finding] = []
+    try:
+        facts = build_facts(module, path)
+        context = Context(config)
+        for rule in rules:
+            findings.extend(rule.check(facts, context))
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - one file must not stop the run
+        findings.append(Finding(
+            code="PD002", message=f"peftdoctor could not analyse this file ({type(exc).__name__}: {exc})",
+            path=path, line=1, column=0, severity=Severity.WARNING,
+            hint="please report this with the file attached; other files were checked",
+        ))
+    return findings
+
+
+def check_source(source: str, path: str = "<string>", config: Config | None = None,
+                 report_unused_noqa: bool = False) -> CheckResult:
+    """Check one file's text: the unit the CLI, the pytest plugin and the doc tests share."""
     config = config or Config()
     result = CheckResult(files_checked=1, lines_checked=source.count("\n") + 1)
     rules = _enabled_rules(config, path)
@@ -142,11 +159,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
                 findings.extend(_quick_syntax_check(source, path) or [_syntax_error_finding(path, exc)])
             module = None
         if module is not None:
-            facts = build_facts(module, path)
-            context = Context(config)
-            for rule in rules:
-                for finding in rule.check(facts, context):
-                    findings.append(finding)
+            findings.extend(_run_rules(module, path, rules, config))
     suppressions = parse_suppressions(source)
     for finding in findings:
         if suppressions.suppresses(finding.code, finding.line) or (

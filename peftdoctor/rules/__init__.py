@@ -5,6 +5,8 @@ from peftdoctor.registry import Rule, register
 
 register(Rule("PD000", "syntax-error", "A script does not parse; nothing else in it was checked.",
               Severity.ERROR, kind="parse"))
+register(Rule("PD002", "internal-error", "peftdoctor failed on this file; the other files were still checked.",
+              Severity.WARNING, kind="meta"))
 register(Rule("PD001", "unused-suppression", "A noqa / peftdoctor: ignore comment suppresses nothing.",
               Severity.WARNING, kind="meta"))
 
