@@ -21,3 +21,9 @@ register(Rule("PD705", "embedding-resize",
 register(Rule("PD706", "nested-adapter",
               "A PeftModel inside a PeftModel, or adapter layers inside adapter layers.",
               Severity.ERROR, kind="deep"))
+register(Rule("PD707", "checkpointing-without-input-grads",
+              "Reentrant gradient checkpointing on a frozen base with no input gradients: adapters get no grads.",
+              Severity.ERROR, kind="deep"))
+register(Rule("PD708", "adapter-inactive",
+              "The adapter is disabled, merged or absent in the model about to be trained.",
+              Severity.ERROR, kind="deep"))

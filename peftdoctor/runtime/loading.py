@@ -33,19 +33,25 @@ def go_offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def require_runtime() -> None:
-    """Raise RuntimeMissing naming what is absent, before any heavy import."""
+def require_runtime(*, offline: bool = True) -> None:
+    """Raise RuntimeMissing naming what is absent, before any heavy import.
+
+    `offline` (the deep checks) also switches the hub off and transformers' progress bars;
+    diagnose() runs inside the user's script and leaves both alone.
+    """
     missing = [name for name in ("torch", "transformers", "peft") if importlib.util.find_spec(name) is None]
     if missing:
         raise RuntimeMissing(", ".join(missing))
-    go_offline()
+    if offline:
+        go_offline()
     try:
         import peft  # noqa: F401
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:  # a broken install, e.g. a missing compiled part
         raise RuntimeMissing(f"a working torch/transformers/peft ({exc})") from None
-    transformers.utils.logging.disable_progress_bar()
+    if offline:
+        transformers.utils.logging.disable_progress_bar()
 
 
 def read_json(path: Path) -> dict:
