@@ -197,10 +197,27 @@ def _peft_call(interp, event, env, parts) -> Values:
             return (Value(PEFT_CONFIG, event.node, known=False),)
         return (Value(PEFT_CONFIG, event.node, known=True, peft_class=last, fields=_kwargs_literal(event)),)
     if last == "prepare_model_for_kbit_training":
-        return _mark_models(interp, env, event.arg(0, "model"), kbit_prepared=True)
+        return _prepare_for_kbit(interp, env, event)
     if last == "cast_mixed_precision_params":
         return _mark_models(interp, env, event.arg(0, "model"), casted=True)
     return unknown()
+
+
+def _prepare_for_kbit(interp, env, event) -> Values:
+    """Casts every fp16/bf16 parameter to float32 and sets requires_grad=False on all of them:
+    before get_peft_model that is the QLoRA recipe, after it the adapter is frozen."""
+    results = []
+    for value in event.arg(0, "model") or ():
+        if value.kind == BASE_MODEL:
+            new = value.derive(kbit_prepared=True)
+        elif value.kind == PEFT_MODEL:
+            new = value.derive(trainable=False, frozen_by=event.node, frozen_how="kbit", casted=True, unfrozen=False)
+        else:
+            results.append(value)
+            continue
+        interp.mutate(env, value, new)
+        results.append(new)
+    return tuple(results) or unknown()
 
 
 def _trainable(event):
@@ -228,7 +245,7 @@ def _wrap(event, base: Values | None, config: Values | None, via: str) -> Value:
     elif inference and all(flag in (False, MISSING) for flag in inference):
         trainable = True
     return Value(PEFT_MODEL, event.node, via=via, base=base, config=config, trainable=trainable,
-                 frozen_by=config[0].node if trainable is False else None,
+                 frozen_by=config[0].node if trainable is False else None, frozen_how="inference_mode",
                  dtype=_common(base, "dtype"), casted=_base_casted(base),
                  autocast=_flag(event, "autocast_adapter_dtype"))
 

@@ -39,6 +39,15 @@ def check(facts, ctx):
                 if id(origin) in reported:
                     continue
                 reported.add(id(origin))
+                if value.get("frozen_how") == "kbit":
+                    yield finding(
+                        facts, origin, CODE,
+                        f"prepare_model_for_kbit_training is called on a PeftModel that is then trained ({use.how} "
+                        f"at line {line}); it sets requires_grad=False on every parameter, the adapter included, "
+                        "so nothing is learned",
+                        "call prepare_model_for_kbit_training on the base model, before get_peft_model",
+                    )
+                    continue
                 yield finding(
                     facts, origin, CODE,
                     f"peft config with inference_mode=True is used for a model that is trained ({use.how} at line "

@@ -52,7 +52,7 @@ def check(facts, ctx):
                 f"{facts.line_of(use.node)}) with fp16 trainable weights: {reasons[0]}; the GradScaler fails "
                 "with 'Attempting to unscale FP16 gradients'",
                 "load the base in float32 (or bfloat16 with bf16=True), or cast the trainable parameters to "
-                "float32 (peft.helpers.cast_mixed_precision_params or a p.data = p.data.float() loop)",
+                "float32 (peft.cast_mixed_precision_params or a p.data = p.data.float() loop)",
                 versions=peft_version.text,
             )
 

@@ -60,8 +60,9 @@ def check(facts, ctx):
         if models and len(models) == len(event.receiver) and all(_resized(v.get("base")) for v in models):
             yield finding(
                 facts, event.node, CODE,
-                "save_embedding_layers=False drops the resized embedding matrices: the saved adapter does not "
-                "load onto the original base (size mismatch) and the new tokens' rows are lost",
+                "save_embedding_layers=False drops the resized embedding matrices: the new tokens' rows are "
+                "lost; a re-resized base gets different random rows, an unresized one fails with IndexError "
+                "on the new token ids",
                 "leave save_embedding_layers at its default ('auto') when tokens were added",
             )
 
