@@ -20,9 +20,11 @@ from peftdoctor.facts.values import (
     CONST,
     FUNCTION,
     MISSING,
+    PEFT_MODEL,
     REF,
     SELF,
     TUPLE,
+    UNKNOWN,
     UNKNOWN_VALUE,
     Value,
     Values,
@@ -240,6 +242,8 @@ class Interpreter:
             return True
         elif isinstance(node, cst.Raise):
             return True
+        elif isinstance(node, cst.Assert):
+            self.narrow(node.test, env, True)
         elif isinstance(node, (cst.Import, cst.ImportFrom)):
             for local, qualname in import_bindings(node):
                 env.names[local] = (Value(REF, qualname=qualname),)
@@ -248,8 +252,10 @@ class Interpreter:
     def _exec_if(self, node: cst.If, env: Env) -> bool:
         self.eval(node.test, env)
         then_env = env.copy()
+        self.narrow(node.test, then_env, True)
         then_left = self.exec_block(_body(node.body), then_env)
         else_env = env.copy()
+        self.narrow(node.test, else_env, False)
         else_left = False
         if isinstance(node.orelse, cst.If):
             else_left = self._exec_if(node.orelse, else_env)
@@ -295,6 +301,25 @@ class Interpreter:
             return True
         env.merge_from(branches)
         return False
+
+    def narrow(self, test, env: Env, holds: bool) -> None:
+        """`isinstance(model, PeftModel)` tells which values a name can hold in a branch."""
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            self.narrow(test.expression, env, not holds)
+            return
+        if not (isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2):
+            return
+        key = dotted(test.args[0].value)
+        classes = self.eval(test.args[1].value, env)
+        if key is None or not classes or not all(
+            v.kind == REF and v.get("qualname", "").startswith("peft.PeftModel") for v in classes
+        ):
+            return
+        values = env.lookup(key)
+        if not values:
+            return
+        kept = tuple(v for v in values if (v.kind == PEFT_MODEL) == holds or v.kind == UNKNOWN)
+        env.names[key] = kept or values
 
     def assign(self, target, values: Values, env: Env) -> None:
         if isinstance(target, cst.Name):
