@@ -11,7 +11,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from peftdoctor.finding import Finding
+from peftdoctor.finding import Finding, Severity
 from peftdoctor.runtime.errors import BaseNotFound, DeepError, RuntimeMissing
 
 __all__ = ["deep_check", "DeepError", "RuntimeMissing", "BaseNotFound", "resolve_device"]
@@ -146,7 +146,12 @@ def deep_check(adapter_dir: Path, base: str | None, *, device: str = "auto", dty
         steps.step("running forward passes")
         input_device = peft_model.get_input_embeddings().weight.device if hasattr(
             peft_model, "get_input_embeddings") else torch.device(device_name)
-        findings += checks.forward_findings(peft_model, dtype=dtype_name, quantized=quantized, rows=rows,
-                                            device=input_device, merge_check=merge_check, where=where,
-                                            timings=timings, not_loaded=bool(loaded.missing_keys))
+        try:
+            findings += checks.forward_findings(peft_model, dtype=dtype_name, quantized=quantized, rows=rows,
+                                                device=input_device, merge_check=merge_check, where=where,
+                                                timings=timings, not_loaded=bool(loaded.missing_keys))
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # a model our batch does not fit
+            findings.append(checks._finding(
+                "PD702", f"forward passes skipped, the model did not run on a token batch: "
+                f"{' '.join(str(exc).split())[:200]}", where, Severity.WARNING))
     return findings
