@@ -48,6 +48,7 @@ def installed_version() -> str | None:
     return match.group(1) if match else None
 
 
+@functools.lru_cache(maxsize=16)
 def _parse(path: Path) -> ast.Module | None:
     try:
         return ast.parse(path.read_text(encoding="utf-8"))
