@@ -59,7 +59,8 @@ def iter_python_files(paths, config: Config | None = None):
         if not path.exists():
             raise PathError(f"{raw}: no such file or directory")
         if path.is_file():
-            if path not in seen:
+            # Named files are excluded too: pre-commit passes every file by name.
+            if path not in seen and not (config and config.is_excluded(path)):
                 seen.add(path)
                 yield path
             continue
@@ -169,7 +170,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
         severity = config.severity_of(finding.code, finding.severity)
         result.findings.append(finding if severity == finding.severity else finding.with_severity(severity))
     if report_unused_noqa:
-        for item in suppressions.unused():
+        for item in suppressions.unused(enabled=lambda code: config.is_enabled(code, path)):
             result.unused_suppressions.append(
                 Finding(
                     code="PD001",

@@ -6,6 +6,7 @@ a doc `rules/<CODE>.md`. Static rules also carry a `check(facts, ctx)` callable.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -42,12 +43,20 @@ def register(rule: Rule) -> Rule:
     return rule
 
 
+# Which package registers which code family. Importing one registers its
+# rules; none imports torch, transformers or peft. The static rules import
+# libcst, so inspect's reporters load only the family they need.
+_FAMILIES = {"PD6": "peftdoctor.inspect.codes", "PD7": "peftdoctor.runtime.codes"}
+_STATIC_PACKAGE = "peftdoctor.rules"
+
+
+def _load(package: str) -> None:
+    importlib.import_module(package)
+
+
 def _load_all() -> None:
-    # Importing the rule packages registers their rules. These imports stay
-    # light: no torch, transformers or peft anywhere below.
-    import peftdoctor.rules  # noqa: F401
-    import peftdoctor.inspect.codes  # noqa: F401
-    import peftdoctor.runtime.codes  # noqa: F401
+    for package in (_STATIC_PACKAGE, *_FAMILIES.values()):
+        _load(package)
 
 
 def all_rules() -> list[Rule]:
@@ -56,8 +65,10 @@ def all_rules() -> list[Rule]:
 
 
 def get_rule(code: str) -> Rule | None:
-    _load_all()
-    return _RULES.get(code.upper())
+    code = code.upper()
+    if code not in _RULES:
+        _load(_FAMILIES.get(code[:3], _STATIC_PACKAGE))
+    return _RULES.get(code)
 
 
 def rules_of_kind(kind: str) -> list[Rule]:

@@ -52,11 +52,14 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
             print_summary(adapter, console)
         if deep and adapter is not None:
-            from peftdoctor.runtime.deep import deep_check
+            from peftdoctor.runtime.deep import DeepError, deep_check
 
             local_base = base or (str(adapter.base_dir) if adapter.base_dir else None)
-            found += deep_check(folder, local_base, device=device, dtype=dtype, device_map=device_map,
-                                merge_check=merge_check, console=err_console)
+            try:
+                found += deep_check(folder, local_base, device=device, dtype=dtype, device_map=device_map,
+                                    merge_check=merge_check, console=err_console)
+            except DeepError as exc:  # missing runtime extra, base not local, bad --device/--dtype
+                raise InputError(str(exc)) from None
         result.findings += _apply_config(found, config)
     result.findings.sort(key=Finding.sort_key)
     return result
