@@ -99,3 +99,22 @@ def test_check_imports_no_torch_transformers_or_peft():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "HEAVY: []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_fix_adds_task_type_and_clears_inference_mode(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from peft import LoraConfig, get_peft_model\n"
+        "from transformers import AutoModelForTokenClassification, Trainer\n"
+        "model = AutoModelForTokenClassification.from_pretrained('bert', num_labels=5)\n"
+        "config = LoraConfig(r=8, modules_to_save=None, inference_mode=True)\n"
+        "model = get_peft_model(model, config)\n"
+        "Trainer(model=model).train()\n"
+    )
+    before = run("check", str(script))
+    assert {"PD103", "PD301"} <= {line.split()[1] for line in before.stdout.splitlines() if ": PD" in line}
+    fixed = run("check", "--fix", str(script))
+    assert fixed.returncode == 0, fixed.stdout
+    text = script.read_text()
+    assert "inference_mode=False" in text and 'task_type="TOKEN_CLS"' in text
+    assert run("check", "--diff", str(script)).stdout == ""

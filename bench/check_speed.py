@@ -1,0 +1,46 @@
+"""How fast `peftdoctor check` is, whole process, in lines per second.
+
+Usage: python bench/check_speed.py [FOLDER ...]
+Defaults to fixtures/scripts and, when present, ../shared/realcode/files.
+Each folder is checked 3 times in a fresh process; the best run is reported.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def count_lines(folder: Path) -> tuple[int, int]:
+    files = [p for p in folder.rglob("*.py") if p.is_file()]
+    return len(files), sum(p.read_bytes().count(b"\n") + 1 for p in files)
+
+
+def best_time(command: list[str], runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv: list[str]) -> None:
+    folders = [Path(a) for a in argv] or [ROOT / "fixtures" / "scripts", ROOT.parent / "shared" / "realcode" / "files"]
+    startup = best_time([sys.executable, "-m", "peftdoctor", "--version"])
+    print(f"process start-up (peftdoctor --version): {startup * 1000:.0f} ms")
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        files, lines = count_lines(folder)
+        seconds = best_time([sys.executable, "-m", "peftdoctor", "check", str(folder)])
+        print(f"{folder}: {files} files, {lines} lines in {seconds:.2f} s whole process "
+              f"= {lines / seconds:,.0f} lines/s ({lines / max(seconds - startup, 1e-9):,.0f} lines/s after start-up)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
