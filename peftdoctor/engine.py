@@ -118,14 +118,14 @@ def _quick_syntax_check(source: str, path: str) -> list[Finding]:
     return []
 
 
-def _run_rules(module: cst.Module, path: str, rules: list[Rule], config: Config) -> list[Finding]:
+def _run_rules(module: cst.Module, source: str, path: str, rules: list[Rule], config: Config) -> list[Finding]:
     """Facts once, then every rule; a bug of ours on odd code is reported, never a traceback."""
     from peftdoctor.facts import build_facts  # local: keeps `peftdoctor rules` fast
     from peftdoctor.rules.base import Context
 
     findings: list[Finding] = []
     try:
-        facts = build_facts(module, path)
+        facts = build_facts(module, path, source)
         context = Context(config)
         for rule in rules:
             findings.extend(rule.check(facts, context))
@@ -160,7 +160,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
                 findings.extend(_quick_syntax_check(source, path) or [_syntax_error_finding(path, exc)])
             module = None
         if module is not None:
-            findings.extend(_run_rules(module, path, rules, config))
+            findings.extend(_run_rules(module, source, path, rules, config))
     suppressions = parse_suppressions(source)
     for finding in findings:
         if suppressions.suppresses(finding.code, finding.line) or (

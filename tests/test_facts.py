@@ -146,3 +146,24 @@ def test_try_except_merges_both_paths():
 def test_dtype_of_rejects_non_torch_refs():
     facts = facts_of("import numpy as np\nx = np.float16\n")
     assert dtype_of(facts.interpreter.module_env.lookup("x")) is None
+
+
+def test_call_positions_from_ast_match_libcst_positions():
+    """The fast positions agree with libcst's PositionProvider on every call of every fixture."""
+    from pathlib import Path
+
+    from peftdoctor.facts.positions import call_positions, provider_positions
+
+    root = Path(__file__).resolve().parent.parent / "fixtures"
+    extra = "x = f'{g(1)}' + (h(2))\n@deco(3)\ndef k():\n    return 'é' + m(4)\n"
+    sources = [p.read_text(encoding="utf-8") for p in root.rglob("*.py") if p.parent.name != "PD000"] + [extra]
+    checked = 0
+    for source in sources:
+        module = cst.parse_module(source)
+        fast = call_positions(module, source)
+        assert fast is not None
+        exact = provider_positions(module)
+        for key, position in fast.items():
+            assert position == exact[key], (position, exact[key])
+            checked += 1
+    assert checked > 500

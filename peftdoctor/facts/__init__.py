@@ -12,9 +12,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from peftdoctor.facts.interpreter import CallEvent, Interpreter
+from peftdoctor.facts.positions import Position, call_positions, provider_positions
 
 
 @dataclass
@@ -22,7 +22,9 @@ class Facts:
     path: str
     module: cst.Module
     interpreter: Interpreter
-    _positions: dict | None = field(default=None, repr=False)
+    source: str | None = None
+    _call_positions: dict | None = field(default=None, repr=False)
+    _all_positions: dict | None = field(default=None, repr=False)
 
     @property
     def events(self) -> list[CallEvent]:
@@ -45,15 +47,17 @@ class Facts:
             return self.interpreter.file_grad_scaler
         return self.interpreter.scope_info(scope).grad_scaler
 
-    def position(self, node: cst.CSTNode) -> tuple[int, int, int, int]:
+    def position(self, node: cst.CSTNode) -> Position:
         """(line, column, end_line, end_column), 1-based columns; computed once per file on demand."""
-        if self._positions is None:
-            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._positions = wrapper.resolve(PositionProvider)
-        code_range = self._positions.get(node)
-        if code_range is None:
-            return (1, 0, 1, 0)
-        return (code_range.start.line, code_range.start.column + 1, code_range.end.line, code_range.end.column + 1)
+        if isinstance(node, cst.Call) and self.source is not None:
+            if self._call_positions is None:
+                self._call_positions = call_positions(self.module, self.source) or {}
+            found = self._call_positions.get(id(node))
+            if found is not None:
+                return found
+        if self._all_positions is None:
+            self._all_positions = provider_positions(self.module)
+        return self._all_positions.get(id(node), (1, 0, 1, 0))
 
     def line_of(self, node: cst.CSTNode) -> int:
         return self.position(node)[0]
@@ -66,7 +70,8 @@ class Facts:
         return Path(self.path).resolve().parent
 
 
-def build_facts(module: cst.Module, path: str) -> Facts:
+def build_facts(module: cst.Module, path: str, source: str | None = None) -> Facts:
+    """`source` (the text `module` was parsed from) lets positions come from Python's parser."""
     interpreter = Interpreter(module)
     interpreter.run()
-    return Facts(path=path, module=module, interpreter=interpreter)
+    return Facts(path=path, module=module, interpreter=interpreter, source=source)
