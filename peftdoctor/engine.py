@@ -91,41 +91,45 @@ def _enabled_rules(config: Config, path: str) -> list[Rule]:
     return [rule for rule in rules_of_kind("static") if config.is_enabled(rule.code, path)]
 
 
-def _syntax_error_finding(path: str, exc: cst.ParserSyntaxError) -> Finding:
-    message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+def _unreadable_finding(path: str, exc: cst.ParserSyntaxError) -> Finding:
+    """Valid Python that libcst cannot read (its grammar lags CPython's): ours to fix, not the user's."""
+    message = str(exc.message).strip().splitlines()[0] if exc.message else "parser error"
     return Finding(
-        code="PD000",
-        message=f"file does not parse: {message}",
-        path=path,
-        line=exc.raw_line,
-        column=exc.raw_column + 1,
-        hint="fix the syntax error; nothing else in this file was checked",
-        severity=Severity.ERROR,
+        code="PD002",
+        message=f"peftdoctor's parser (libcst) cannot read this file, which Python accepts: {message}",
+        path=path, line=exc.raw_line, column=exc.raw_column + 1, severity=Severity.WARNING,
+        hint="nothing in this file was checked; please report it; the other files were checked",
     )
 
 
-def _quick_syntax_check(source: str, path: str) -> list[Finding]:
-    """PD000 for a file no rule needs to parse: Python's own parser is enough and fast."""
+def _python_parse(source: str, path: str) -> tuple[ast.Module | None, list[Finding]]:
+    """Python's own parser first: fast, exact about syntax errors, and a guard for libcst.
+
+    libcst's native parser can crash the process on input nested deeper than Python
+    accepts (e.g. 3000 parentheses), so a file Python rejects never reaches it.
+    """
+    hint = "fix the syntax error; nothing else in this file was checked"
     try:
-        ast.parse(source, filename=path)
+        return ast.parse(source, filename=path), []
     except SyntaxError as exc:
-        return [Finding(code="PD000", message=f"file does not parse: {exc.msg}", path=path,
-                        line=exc.lineno or 1, column=exc.offset or 1,
-                        hint="fix the syntax error; nothing else in this file was checked")]
+        message, line, column = exc.msg, exc.lineno or 1, exc.offset or 1
+    except (RecursionError, MemoryError):
+        message, line, column = "nested too deeply for Python's parser", 1, 1
     except ValueError as exc:  # e.g. null bytes
-        return [Finding(code="PD000", message=f"file does not parse: {exc}", path=path, line=1, column=1,
-                        hint="fix the file; nothing else in it was checked")]
-    return []
+        message, line, column = str(exc), 1, 1
+    return None, [Finding(code="PD000", message=f"file does not parse: {message}", path=path, line=line,
+                          column=column, hint=hint)]
 
 
-def _run_rules(module: cst.Module, source: str, path: str, rules: list[Rule], config: Config) -> list[Finding]:
+def _run_rules(module: cst.Module, tree: ast.Module, source: str, path: str, rules: list[Rule],
+               config: Config) -> list[Finding]:
     """Facts once, then every rule; a bug of ours on odd code is reported, never a traceback."""
     from peftdoctor.facts import build_facts  # local: keeps `peftdoctor rules` fast
     from peftdoctor.rules.base import Context
 
     findings: list[Finding] = []
     try:
-        facts = build_facts(module, path, source)
+        facts = build_facts(module, path, source, tree)
         context = Context(config)
         for rule in rules:
             findings.extend(rule.check(facts, context))
@@ -149,18 +153,18 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
     prefiltered_out = bool(rules) and all(rule.needs_any for rule in rules) and not any(
         n in source for n in needles
     )
-    if prefiltered_out and config.is_enabled("PD000", path):
-        findings.extend(_quick_syntax_check(source, path))
-    if rules and not prefiltered_out:
-        try:
-            module = cst.parse_module(source)
-        except cst.ParserSyntaxError as exc:
-            if config.is_enabled("PD000", path):
-                # Python's own parser points at the real spot; libcst's only if Python accepts the file.
-                findings.extend(_quick_syntax_check(source, path) or [_syntax_error_finding(path, exc)])
-            module = None
-        if module is not None:
-            findings.extend(_run_rules(module, source, path, rules, config))
+    if rules or config.is_enabled("PD000", path):
+        tree, parse_findings = _python_parse(source, path)
+        if config.is_enabled("PD000", path):
+            findings.extend(parse_findings)
+        if rules and tree is not None and not prefiltered_out:
+            try:
+                module = cst.parse_module(source)
+            except cst.ParserSyntaxError as exc:  # Python accepts it, libcst does not
+                module = None
+                findings.append(_unreadable_finding(path, exc))
+            if module is not None:
+                findings.extend(_run_rules(module, tree, source, path, rules, config))
     suppressions = parse_suppressions(source)
     for finding in findings:
         if suppressions.suppresses(finding.code, finding.line) or (

@@ -118,3 +118,27 @@ def test_fix_adds_task_type_and_clears_inference_mode(tmp_path):
     text = script.read_text()
     assert "inference_mode=False" in text and 'task_type="TOKEN_CLS"' in text
     assert run("check", "--diff", str(script)).stdout == ""
+
+
+ODD_SOURCES = {
+    "parens.py": "import peft\nx = " + "(" * 3000 + "1" + ")" * 3000 + "\n",
+    "chain_add.py": "import peft\nx = " + "+".join(["1"] * 20000) + "\n",
+    "chain_call.py": "import peft\nx = f" + "()" * 20000 + "\n",
+    "unary.py": "import peft\nx = " + "-" * 20000 + "1\n",
+    "strings.py": "import peft\nx = " + " ".join(['"a"'] * 20000) + "\n",
+    "nul.py": "import peft\nx = 1\x00\n",
+    "tabs.py": "import peft\ndef f():\n\treturn 1\n        return 2\n",
+    "ok.py": BUGGY,
+}
+
+
+def test_odd_files_never_crash_the_run(tmp_path):
+    """libcst's native parser can crash the process on input nested deeper than Python accepts."""
+    for name, source in ODD_SOURCES.items():
+        (tmp_path / name).write_text(source)
+    result = run("check", str(tmp_path))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    reported = {line.split(":")[0].rsplit("/", 1)[-1] for line in result.stdout.splitlines() if ": PD" in line}
+    assert reported == set(ODD_SOURCES), result.stdout
+    assert "ok.py:6:9: PD101" in result.stdout.replace(str(tmp_path) + "/", "")

@@ -7,6 +7,7 @@ backward passes and grad scalers happen. Rules never walk the tree themselves.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -23,6 +24,7 @@ class Facts:
     module: cst.Module
     interpreter: Interpreter
     source: str | None = None
+    tree: ast.Module | None = None
     _call_positions: dict | None = field(default=None, repr=False)
     _all_positions: dict | None = field(default=None, repr=False)
 
@@ -51,7 +53,7 @@ class Facts:
         """(line, column, end_line, end_column), 1-based columns; computed once per file on demand."""
         if isinstance(node, cst.Call) and self.source is not None:
             if self._call_positions is None:
-                self._call_positions = call_positions(self.module, self.source) or {}
+                self._call_positions = call_positions(self.module, self.source, self.tree) or {}
             found = self._call_positions.get(id(node))
             if found is not None:
                 return found
@@ -70,8 +72,8 @@ class Facts:
         return Path(self.path).resolve().parent
 
 
-def build_facts(module: cst.Module, path: str, source: str | None = None) -> Facts:
-    """`source` (the text `module` was parsed from) lets positions come from Python's parser."""
+def build_facts(module: cst.Module, path: str, source: str | None = None, tree: ast.Module | None = None) -> Facts:
+    """`source` (the text `module` was parsed from) and its `ast` tree let positions come from Python's parser."""
     interpreter = Interpreter(module)
     interpreter.run()
-    return Facts(path=path, module=module, interpreter=interpreter, source=source)
+    return Facts(path=path, module=module, interpreter=interpreter, source=source, tree=tree)

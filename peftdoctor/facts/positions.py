@@ -35,12 +35,13 @@ def _char_column(lines: list[str], line: int, byte_offset: int) -> int:
     return len(text.encode("utf-8")[:byte_offset].decode("utf-8", errors="ignore"))
 
 
-def call_positions(module: cst.Module, source: str) -> dict[int, Position] | None:
+def call_positions(module: cst.Module, source: str, tree: ast.Module | None = None) -> dict[int, Position] | None:
     """id(libcst Call) -> position, or None when the two parsers do not line up."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return None
+    if tree is None:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
     found = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     found.sort(key=lambda n: (n.lineno, n.col_offset, -n.end_lineno, -n.end_col_offset))
     calls = _libcst_calls(module)
