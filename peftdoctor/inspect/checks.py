@@ -253,6 +253,8 @@ def check_heads(adapter: Adapter) -> list[Finding]:
     declared = adapter.config.get("modules_to_save") or []
     if isinstance(declared, str):
         declared = [declared]
+    if not isinstance(declared, (list, tuple)):
+        declared = []  # a malformed value; PD601 is about the config itself
     declared = [d for d in declared if isinstance(d, str)]
     modules = _module_names(adapter)
     auto = HEAD_TASKS.get(task, ())

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftdoctor.config import Config
-from peftdoctor.finding import Finding
+from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect import checks
 from peftdoctor.inspect.adapter_config import ConfigUnreadable, check_config, load_adapter_config
 from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
@@ -45,7 +45,10 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
         console = Console(file=sys.stdout, highlight=False, soft_wrap=True, emoji=False)
         err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     for folder in find_adapters(paths):
-        found, adapter = inspect_adapter(folder, config=config, base=base)
+        try:
+            found, adapter = inspect_adapter(folder, config=config, base=base)
+        except Exception as exc:  # noqa: BLE001 - one odd adapter must not stop the run or print a traceback
+            found, adapter = [_internal_error(folder, exc)], None
         result.adapters_checked += 1
         if adapter is not None and console is not None:
             from peftdoctor.inspect.summary import print_summary
@@ -111,6 +114,12 @@ def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
                              base_dir=base_dir)
     found += _tensor_checks(adapter, config)
     return found, adapter
+
+
+def _internal_error(folder: Path, exc: Exception) -> Finding:
+    return Finding(code="PD002", message=f"peftdoctor could not inspect this adapter ({type(exc).__name__}: {exc})",
+                   path=str(folder), line=0, column=0, severity=Severity.WARNING,
+                   hint="please report this with the adapter_config.json attached; other adapters were checked")
 
 
 def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
