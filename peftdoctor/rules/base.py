@@ -61,3 +61,14 @@ def known_configs(values) -> list[Value] | None:
 
 def all_base(values) -> bool:
     return bool(values) and all(v.kind == BASE_MODEL for v in values)
+
+
+def arg_code(facts: Facts, event, index: int, keyword: str) -> str | None:
+    """The source text of a call's argument (`out_dir`, `"runs/lora"`), to match one path with another."""
+    positional = [a for a in event.node.args if a.keyword is None and not a.star]
+    for arg in event.node.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return facts.code_of(arg.value)
+    if index < len(positional):
+        return facts.code_of(positional[index].value)
+    return None

@@ -1,9 +1,9 @@
 """PD302: tokens added and embeddings resized, but the new rows are never trained or saved."""
 
 from peftdoctor.facts.library import NOT_LITERAL
-from peftdoctor.facts.values import MISSING, PEFT_MODEL, const_value
+from peftdoctor.facts.values import MISSING, PEFT_MODEL, TRAINER, const_value
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, all_base, finding, known_configs
+from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, all_base, arg_code, finding, known_configs
 
 CODE = "PD302"
 EMBEDDING_WORDS = ("embed", "lm_head", "wte", "shared", "word_embeddings", "output_layer")
@@ -64,6 +64,42 @@ def check(facts, ctx):
                 "lost; a re-resized base gets different random rows, an unresized one fails with IndexError "
                 "on the new token ids",
                 "leave save_embedding_layers at its default ('auto') when tokens were added",
+            )
+
+    yield from _reloaded_onto_unresized_base(facts)
+
+
+def _saved_with_new_tokens(facts) -> dict[str, int]:
+    """Path expression -> line, for saves of adapters trained with added tokens."""
+    saved = {}
+    for event in facts.events:
+        if event.method == "save_pretrained":
+            models = [v for v in event.receiver if v.kind == PEFT_MODEL]
+        elif event.method == "save_model":
+            models = [m for t in event.receiver if t.kind == TRAINER for m in t.get("trained") or ()]
+        else:
+            continue
+        path = arg_code(facts, event, 0, "save_directory" if event.method == "save_pretrained" else "output_dir")
+        if path and models and all(v.kind == PEFT_MODEL and _resized(v.get("base")) for v in models):
+            saved.setdefault(path, facts.line_of(event.node))
+    return saved
+
+
+def _reloaded_onto_unresized_base(facts):
+    saved = _saved_with_new_tokens(facts)
+    if not saved:
+        return
+    for event in facts.calls(*PEFT_LOADERS):
+        base = event.arg(0, "model")
+        path = arg_code(facts, event, 1, "model_id")
+        if path in saved and all_base(base) and not any(v.get("resized") for v in base):
+            yield finding(
+                facts, event.node, CODE,
+                f"the adapter saved at line {saved[path]} was trained with added tokens, but it is loaded onto a "
+                "base whose embeddings were not resized: loading fails with a size mismatch (or, without the "
+                "saved embeddings, the new token ids are out of range)",
+                "resize the base first: base.resize_token_embeddings(len(tokenizer)) with the tokenizer saved "
+                "beside the adapter",
             )
 
 
