@@ -8,7 +8,6 @@ committed files plus changes to tracked files.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess

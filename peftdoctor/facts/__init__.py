@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 
 import libcst as cst
 
@@ -66,10 +65,6 @@ class Facts:
 
     def code_of(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.path).resolve().parent
 
 
 def build_facts(module: cst.Module, path: str, source: str | None = None, tree: ast.Module | None = None) -> Facts:

@@ -9,7 +9,7 @@ parameters unknown), and a call to one yields what its `return`s hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import libcst as cst
 

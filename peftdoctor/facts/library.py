@@ -12,7 +12,6 @@ from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
     ACCELERATOR,
     BASE_MODEL,
-    CLASS,
     CONST,
     GRAD_SCALER,
     MISSING,
@@ -25,7 +24,6 @@ from peftdoctor.facts.values import (
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
-    TUPLE,
     Value,
     Values,
     const_value,
@@ -320,11 +318,6 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     kind = value.kind
     if kind == SELF:
         return interp.call_method_of_self(value, method)
-    if kind == CLASS:
-        bases = value.get("bases", ())
-        if method in ("from_pretrained",) and any("Model" in b or "For" in b for b in bases):
-            return unknown()
-        return unknown()
     if kind in (BASE_MODEL, PEFT_MODEL):
         return _model_method(interp, event, env, value, method)
     if kind == TOKENIZER:

@@ -81,10 +81,6 @@ def all_of(values: Values, kind: str) -> bool:
     return bool(values) and all(v.kind == kind for v in values)
 
 
-def any_of(values: Values, kind: str) -> bool:
-    return any(v.kind == kind for v in values)
-
-
 MISSING = object()
 
 

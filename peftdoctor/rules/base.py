@@ -8,7 +8,7 @@ import libcst as cst
 
 from peftdoctor.config import Config
 from peftdoctor.facts import Facts
-from peftdoctor.facts.values import BASE_MODEL, PEFT_CONFIG, PEFT_MODEL, Value
+from peftdoctor.facts.values import BASE_MODEL, PEFT_CONFIG, Value
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.versions import ProjectVersion, project_version
 
@@ -46,10 +46,6 @@ def describe(facts: Facts, value: Value) -> str:
     node = value.node
     name = facts.code_of(node.func) if isinstance(node, cst.Call) else facts.code_of(node)
     return f"{name}(...) at line {facts.line_of(node)}"
-
-
-def peft_models(values) -> list[Value]:
-    return [v for v in values or () if v.kind == PEFT_MODEL]
 
 
 def known_configs(values) -> list[Value] | None:

@@ -7,7 +7,6 @@ the input); `RuntimeMissing` is the one for a missing `peftdoctor[runtime]`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
