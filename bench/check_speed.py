@@ -3,10 +3,14 @@
 Usage: python bench/check_speed.py [FOLDER ...]
 Defaults to fixtures/scripts and, when present, ../shared/realcode/files.
 Each folder is checked 3 times in a fresh process; the best run is reported.
+When `fixit` is on PATH (pip install fixit, in another env), `fixit lint` on the same
+folder is timed too and the ratio printed. Fixit runs its own default rules there:
+the ratio compares engines doing comparable whole-file work, not identical rules.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +44,11 @@ def main(argv: list[str]) -> None:
         seconds = best_time([sys.executable, "-m", "peftdoctor", "check", str(folder)])
         print(f"{folder}: {files} files, {lines} lines in {seconds:.2f} s whole process "
               f"= {lines / seconds:,.0f} lines/s ({lines / max(seconds - startup, 1e-9):,.0f} lines/s after start-up)")
+        fixit = shutil.which("fixit")
+        if fixit:
+            fixit_seconds = best_time([fixit, "lint", str(folder)], runs=1)
+            print(f"  fixit lint: {fixit_seconds:.2f} s = {lines / fixit_seconds:,.0f} lines/s; "
+                  f"peftdoctor is {fixit_seconds / seconds:.1f}x faster")
 
 
 if __name__ == "__main__":
