@@ -11,6 +11,9 @@ from peftdoctor.inspect.findings import finding
 
 CONFIG_NAME = "adapter_config.json"
 LORA_LIKE = {"LORA", "ADALORA", "LOHA", "LOKR", "VERA", "RANDLORA", "HRA", "BOFT", "OFT", "IA3", "FOURIERFT"}
+# Types whose `r` is a rank that must be positive. OFT's r may be 0 when oft_block_size
+# sets the block size instead (peft >= 0.14 accepts exactly one of the two).
+RANKED = {"LORA", "ADALORA", "LOHA", "LOKR", "VERA", "RANDLORA", "HRA"}
 
 
 class ConfigUnreadable(Exception):
@@ -66,7 +69,7 @@ def check_config(config: dict, path: str) -> list[Finding]:
                 versions=f"peft {installed}"))
     if peft_type.upper() in LORA_LIKE:
         rank = config.get("r")
-        if rank is not None and (type(rank) is not int or rank <= 0):
+        if peft_type.upper() in RANKED and rank is not None and (type(rank) is not int or rank <= 0):
             found.append(finding("PD601", f"r = {rank!r}: the rank must be a positive integer", path))
         targets = config.get("target_modules", ...)
         if targets is not ... and not targets and not config.get("target_parameters"):

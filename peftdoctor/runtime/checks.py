@@ -326,6 +326,8 @@ def forward_findings(model, *, dtype: str, quantized: bool, rows: int, device, m
                             f"({dtype}); the adapter's weights overflow this dtype", where,
                             hint="run the base in float32 or bfloat16"))
         return out
+    if adapted.shape != disabled.shape and adapted.dim() >= 2 and adapted.shape[0] == disabled.shape[0]:
+        adapted = adapted[:, -disabled.shape[1]:]  # prompt tuning prepends its virtual tokens to the output
     noop_abs, noop_rel = _diff(adapted, disabled)
     if noop_rel <= 1e-6:
         if not_loaded:

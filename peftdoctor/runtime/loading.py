@@ -180,8 +180,13 @@ def load_adapter(base_model, adapter_dir: Path, *, trainable: bool) -> Loaded:
             return Loaded(model=None, error=" ".join(str(exc).split())[:400] or type(exc).__name__,
                           trainable=trainable)
     messages = [str(w.message) for w in caught if _worth_reporting(str(w.message))]
+    unexpected = list(result.unexpected_keys)
+    if config.is_prompt_learning:
+        # peft 0.21 loads `prompt_embeddings` into the prompt encoder itself, yet still
+        # lists it as unexpected in load_result (checked: the loaded prompt equals the saved one).
+        unexpected = [key for key in unexpected if key != "prompt_embeddings"]
     return Loaded(model=model, missing_keys=list(result.missing_keys),
-                  unexpected_keys=list(result.unexpected_keys), messages=messages, trainable=trainable)
+                  unexpected_keys=unexpected, messages=messages, trainable=trainable)
 
 
 def _worth_reporting(message: str) -> bool:
