@@ -76,3 +76,49 @@ def test_deep_inspect_has_no_warning_or_error(adapters, name):
                              show_summary=False).findings
     serious = [f for f in findings if f.severity != Severity.INFO]
     assert serious == [], [f"{f.code} {f.message}" for f in serious]
+
+
+def _trained(model, config):
+    wrapped = peft.get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for param in wrapped.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    return wrapped
+
+
+def _t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(vocab_size=128, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                                               num_heads=2, decoder_start_token_id=0))
+
+
+def _vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    return ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                               intermediate_size=32, image_size=8, patch_size=4, num_labels=3))
+
+
+ARCHITECTURES = {
+    # transformers >= 5.23 names ViT's attention projections q_proj / v_proj (formerly query / value)
+    "vit-classifier": (_vit, lambda: peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                     modules_to_save=["classifier"])),
+    "t5-seq2seq": (_t5, lambda: peft.LoraConfig(r=4, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_other_architectures_deep_inspect_cleanly(tmp_path, name):
+    """A vision model has no token embedding and takes pixel_values: no crash, no false alarm."""
+    make_model, make_config = ARCHITECTURES[name]
+    make_model().save_pretrained(tmp_path / "base")
+    _trained(make_model(), make_config()).save_pretrained(tmp_path / "adapter")
+    findings = inspect_paths([tmp_path / "adapter"], config=Config(), base=str(tmp_path / "base"), deep=True,
+                             device="cpu", show_summary=False).findings
+    assert {f.code for f in findings} == {"PD702", "PD704"}, [f"{f.code} {f.message}" for f in findings]
+    assert all(f.severity == Severity.INFO for f in findings)

@@ -63,6 +63,8 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
                                     merge_check=merge_check, console=err_console)
             except DeepError as exc:  # missing runtime extra, base not local, bad --device/--dtype
                 raise InputError(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
+                found.append(_internal_error(folder, exc))
         result.findings += _apply_config(found, config)
     result.findings.sort(key=Finding.sort_key)
     return result

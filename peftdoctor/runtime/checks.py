@@ -150,10 +150,20 @@ def trainable_findings(model, where: str, *, amp: str = "") -> list[Finding]:
 
 # PD705 ---------------------------------------------------------------------
 
+def token_embedding(model):
+    """The token embedding (a module with a 2-D weight), or None: vision models embed patches instead."""
+    try:
+        embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except (NotImplementedError, AttributeError):
+        return None
+    weight = getattr(embedding, "weight", None)
+    return embedding if weight is not None and weight.dim() == 2 else None
+
+
 def embedding_names(model) -> tuple[str, str]:
     """Module names of the input and output embeddings of a transformers model."""
     names = {id(m): n for n, m in model.named_modules()}
-    inp = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    inp = token_embedding(model)
     try:
         outp = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     except (NotImplementedError, AttributeError):
@@ -184,7 +194,7 @@ def plan_embeddings(model, shapes: dict, adapter_config: dict, tokenizer_len: in
     inp_name, out_name = embedding_names(model)
     if not inp_name:
         return None, []
-    base_rows = model.get_input_embeddings().weight.shape[0]
+    base_rows = token_embedding(model).weight.shape[0]
     saved_in = saved_embedding_rows(shapes, inp_name)
     saved_out = saved_embedding_rows(shapes, out_name) if out_name and out_name != inp_name else None
     saved = max([r for r in (saved_in, saved_out) if r is not None], default=None)
@@ -232,6 +242,13 @@ def make_batch(model, rows: int, device):
     seq = max(2, min(16, int(max_len)))
     batch = 2 if getattr(config, "pad_token_id", None) is not None or "CausalLM" in type(model).__name__ else 1
     generator = torch.Generator().manual_seed(0)
+    if getattr(model, "main_input_name", "input_ids") == "pixel_values":  # vision: seeded images
+        size = getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        channels = getattr(config, "num_channels", 3)
+        pixels = torch.randn((batch, channels, size, size), generator=generator)
+        dtype = next(model.parameters()).dtype
+        return {"pixel_values": pixels.to(device=device, dtype=dtype)}
     low = 3 if rows > 8 else 0  # skip the usual special ids
     ids = torch.randint(low, max(rows, low + 1), (batch, seq), generator=generator).to(device)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

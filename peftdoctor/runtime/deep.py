@@ -125,7 +125,8 @@ def deep_check(adapter_dir: Path, base: str | None, *, device: str = "auto", dty
         findings += embed
         if resize is not None:
             model.resize_token_embeddings(resize)
-        rows = model.get_input_embeddings().weight.shape[0] if hasattr(model, "get_input_embeddings") else 2
+        embedding = checks.token_embedding(model)
+        rows = embedding.weight.shape[0] if embedding is not None else 2
         steps.step("loading adapter")
         loaded = loading.load_adapter(model, adapter_dir, trainable=True)
         timings["load"] = time.perf_counter() - start
@@ -143,8 +144,8 @@ def deep_check(adapter_dir: Path, base: str | None, *, device: str = "auto", dty
         if loaded.trainable:
             findings += checks.trainable_findings(peft_model, where)
         steps.step("running forward passes")
-        input_device = peft_model.get_input_embeddings().weight.device if hasattr(
-            peft_model, "get_input_embeddings") else torch.device(device_name)
+        embedding = checks.token_embedding(peft_model)
+        input_device = embedding.weight.device if embedding is not None else next(peft_model.parameters()).device
         try:
             findings += checks.forward_findings(peft_model, dtype=dtype_name, quantized=quantized, rows=rows,
                                                 device=input_device, merge_check=merge_check, where=where,
