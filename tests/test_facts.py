@@ -123,7 +123,7 @@ def test_isinstance_narrows_a_branch():
                 use(model)
     """
     facts = facts_of(source)
-    assert [{v.kind for v in e.arg(0)} for e in facts.calls("use")] == [{"unknown"}]
+    assert [{v.kind for v in e.arg(0)} for e in facts.calls("use")] == [{"param"}]
 
 
 def test_try_except_merges_both_paths():
@@ -167,3 +167,20 @@ def test_call_positions_from_ast_match_libcst_positions():
             assert position == exact[key], (position, exact[key])
             checked += 1
     assert checked > 500
+
+
+def test_a_helper_returning_its_parameter_gives_back_the_argument():
+    source = """
+        from peft import get_peft_model
+        from transformers import AutoModelForCausalLM
+        def prepare(model, flag=True):
+            model.gradient_checkpointing_enable()
+            return model
+        def wrap(model, config):
+            return get_peft_model(model, config)
+        base = AutoModelForCausalLM.from_pretrained('x')
+        use(prepare(base))
+        use(wrap(model=base, config=None))
+    """
+    facts = facts_of(source)
+    assert [[v.kind for v in e.arg(0)] for e in facts.calls("use")] == [["base_model"], ["peft_model"]]

@@ -20,6 +20,7 @@ from peftdoctor.facts.values import (
     CONST,
     FUNCTION,
     MISSING,
+    PARAM,
     PEFT_MODEL,
     REF,
     SELF,
@@ -50,6 +51,7 @@ class CallEvent:
     star_kwargs: bool
     result: Values
     scope: object  # the FunctionDef (or Module) the call is in
+    callees: tuple = ()  # the FunctionDefs of this file the call may run
 
     def arg(self, index: int, keyword: str | None = None) -> Values | None:
         if keyword is not None and keyword in self.kwargs:
@@ -137,11 +139,14 @@ class Interpreter:
         env = Env(self.module_env)
         params = fn.params
         positional = [*params.posonly_params, *params.params]
+        is_method = cls is not None and not _is_static(fn)
         for index, param in enumerate([*positional, *params.kwonly_params]):
-            if index == 0 and cls is not None and not _is_static(fn):
+            if index == 0 and is_method:
                 env.names[param.name.value] = (Value(SELF, cls=cls),)
+            elif index < len(positional):
+                env.names[param.name.value] = (Value(PARAM, index=index - is_method, name=param.name.value),)
             else:
-                env.names[param.name.value] = unknown()
+                env.names[param.name.value] = (Value(PARAM, index=None, name=param.name.value),)
         for star in (params.star_arg, params.star_kwarg):
             if isinstance(star, cst.Param):
                 env.names[star.name.value] = unknown()
@@ -318,7 +323,7 @@ class Interpreter:
         values = env.lookup(key)
         if not values:
             return
-        kept = tuple(v for v in values if (v.kind == PEFT_MODEL) == holds or v.kind == UNKNOWN)
+        kept = tuple(v for v in values if (v.kind == PEFT_MODEL) == holds or v.kind in (UNKNOWN, PARAM))
         env.names[key] = kept or values
 
     def assign(self, target, values: Values, env: Env) -> None:
@@ -501,17 +506,29 @@ class Interpreter:
         results = []
         for value in callee:
             if value.kind == FUNCTION:
-                results.append(self.summary(value.node, value.get("cls")))
+                results.append(self._call_function(value.node, value.get("cls"), event))
             else:
                 results.append(unknown())
         return union(*results)
 
-    def call_method_of_self(self, receiver: Value, method: str) -> Values:
+    def call_method_of_self(self, receiver: Value, method: str, event: CallEvent) -> Values:
         cls = receiver.get("cls")
         fn = cls.get("methods", {}).get(method) if cls is not None else None
         if fn is None:
             return unknown()
-        return self.summary(fn, cls)
+        return self._call_function(fn, cls, event)
+
+    def _call_function(self, fn: cst.FunctionDef, cls: Value | None, event: CallEvent) -> Values:
+        """What the call returns, with the function's parameters replaced by this call's arguments."""
+        event.callees = (*event.callees, fn)
+        results = []
+        for value in self.summary(fn, cls):
+            if value.kind == PARAM:
+                passed = event.arg(value.get("index"), value.get("name"))
+                results.append(passed if passed is not None else unknown())
+            else:
+                results.append((value,))
+        return union(*results)
 
     # --------------------------------------------------------------- effects
     def mark_backward(self) -> None:

@@ -16,6 +16,7 @@ from peftdoctor.facts.values import (
     GRAD_SCALER,
     MISSING,
     OPTIMIZER,
+    PARAM,
     PARAMS,
     PEFT_CONFIG,
     PEFT_MODEL,
@@ -118,7 +119,8 @@ def _task_of_class(class_name: str):
 
 
 def _model_values(values: Values | None) -> list[Value]:
-    return [v for v in values or () if v.kind in (BASE_MODEL, PEFT_MODEL)]
+    """Values that may be a model: a parameter too, so a helper that trains its argument is seen."""
+    return [v for v in values or () if v.kind in (BASE_MODEL, PEFT_MODEL, PARAM)]
 
 
 # ---------------------------------------------------------------- named calls
@@ -317,7 +319,7 @@ def call_method(interp, event, env) -> Values:
 def _method_of(interp, event, env, value: Value, method: str) -> Values:
     kind = value.kind
     if kind == SELF:
-        return interp.call_method_of_self(value, method)
+        return interp.call_method_of_self(value, method, event)
     if kind in (BASE_MODEL, PEFT_MODEL):
         return _model_method(interp, event, env, value, method)
     if kind == TOKENIZER:

@@ -28,6 +28,7 @@ PARAMS = "params"  # model.parameters() / named_parameters(): attrs["model"]
 FUNCTION = "function"  # a function defined in the file: attrs["node"]
 CLASS = "class"
 SELF = "self"  # the first parameter of a method: attrs["cls"]
+PARAM = "param"  # a function's parameter, unknown inside it: attrs["index"] (self not counted), attrs["name"]
 
 
 class Value:

@@ -1,6 +1,6 @@
 """PD103: an adapter loaded for inference (frozen) is then trained."""
 
-from peftdoctor.facts.values import PEFT_MODEL
+from peftdoctor.facts.values import PARAM, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding
 from peftdoctor.rules.training import training_uses
@@ -12,49 +12,70 @@ def _frozen(value) -> bool:
     return value.kind == PEFT_MODEL and value.get("trainable") is False and not value.get("unfrozen")
 
 
+def _trained_values(facts, uses):
+    """(value, where) for every model value that is trained, directly or through a helper of this file.
+
+    A helper trains its parameter when the parameter reaches a training use inside it;
+    a call of that helper then trains whatever is passed for that parameter.
+    """
+    helpers: dict[int, list] = {}
+    for use in uses:
+        line = facts.line_of(use.node)
+        for value in use.models:
+            if value.kind == PARAM:
+                helpers.setdefault(id(use.scope), []).append((value, f"{use.how} at line {line}"))
+            else:
+                yield value, f"{use.how} at line {line}"
+    if not helpers:
+        return
+    for event in facts.events:
+        for fn in event.callees:
+            for param, where in helpers.get(id(fn), ()):
+                passed = event.arg(param.get("index"), param.get("name")) or ()
+                for value in passed:
+                    yield value, f"in {fn.name.value}(), {where}"
+
+
 def check(facts, ctx):
     reported = set()
-    for use in training_uses(facts):
-        for value in use.models:  # on some path: the resume branch is enough
-            if not _frozen(value):
+    for value, where in _trained_values(facts, training_uses(facts)):  # some path is enough: a resume branch
+        if not _frozen(value):
+            continue
+        if value.get("via") in ("from_pretrained", "auto"):
+            origin = value.node
+            if id(origin) in reported:
                 continue
-            line = facts.line_of(use.node)
-            if value.get("via") in ("from_pretrained", "auto"):
-                origin = value.node
-                if id(origin) in reported:
-                    continue
-                reported.add(id(origin))
-                has_flag = any(arg.keyword is not None and arg.keyword.value == "is_trainable" for arg in origin.args)
-                fix = {"kind": "replace_keyword" if has_flag else "add_keyword", "keyword": "is_trainable",
-                       "value": "True"}
+            reported.add(id(origin))
+            has_flag = any(arg.keyword is not None and arg.keyword.value == "is_trainable" for arg in origin.args)
+            fix = {"kind": "replace_keyword" if has_flag else "add_keyword", "keyword": "is_trainable",
+                   "value": "True"}
+            yield finding(
+                facts, origin, CODE,
+                f"adapter loaded without is_trainable=True is trained ({where}); "
+                "its LoRA weights are frozen (requires_grad=False), so nothing is learned",
+                "pass is_trainable=True to from_pretrained when you resume training",
+                fix=fix,
+            )
+        elif value.get("frozen_by") is not None:
+            origin = value.get("frozen_by")
+            if id(origin) in reported:
+                continue
+            reported.add(id(origin))
+            if value.get("frozen_how") == "kbit":
                 yield finding(
                     facts, origin, CODE,
-                    f"adapter loaded without is_trainable=True is trained ({use.how} at line {line}); "
-                    "its LoRA weights are frozen (requires_grad=False), so nothing is learned",
-                    "pass is_trainable=True to from_pretrained when you resume training",
-                    fix=fix,
+                    f"prepare_model_for_kbit_training is called on a PeftModel that is then trained ({where}); "
+                    "it sets requires_grad=False on every parameter, the adapter included, so nothing is learned",
+                    "call prepare_model_for_kbit_training on the base model, before get_peft_model",
                 )
-            elif value.get("frozen_by") is not None:
-                origin = value.get("frozen_by")
-                if id(origin) in reported:
-                    continue
-                reported.add(id(origin))
-                if value.get("frozen_how") == "kbit":
-                    yield finding(
-                        facts, origin, CODE,
-                        f"prepare_model_for_kbit_training is called on a PeftModel that is then trained ({use.how} "
-                        f"at line {line}); it sets requires_grad=False on every parameter, the adapter included, "
-                        "so nothing is learned",
-                        "call prepare_model_for_kbit_training on the base model, before get_peft_model",
-                    )
-                    continue
-                yield finding(
-                    facts, origin, CODE,
-                    f"peft config with inference_mode=True is used for a model that is trained ({use.how} at line "
-                    f"{line}); the adapter weights are created frozen, so nothing is learned",
-                    "set inference_mode=False (the default) in the config of an adapter you train",
-                    fix={"kind": "replace_keyword", "keyword": "inference_mode", "value": "False"},
-                )
+                continue
+            yield finding(
+                facts, origin, CODE,
+                f"peft config with inference_mode=True is used for a model that is trained ({where}); "
+                "the adapter weights are created frozen, so nothing is learned",
+                "set inference_mode=False (the default) in the config of an adapter you train",
+                fix={"kind": "replace_keyword", "keyword": "inference_mode", "value": "False"},
+            )
 
 
 register(Rule(CODE, "frozen-adapter-trained",

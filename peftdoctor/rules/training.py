@@ -20,10 +20,15 @@ from peftdoctor.facts.values import (
     TRAINER,
     TRAINING_ARGS,
     BASE_MODEL,
+    PARAM,
     Values,
     const_value,
     union,
 )
+
+
+# What can be trained: a model, or a function's parameter (a helper that trains what it is given).
+MODEL_KINDS = (PEFT_MODEL, BASE_MODEL, PARAM)
 
 
 @dataclass
@@ -32,6 +37,7 @@ class TrainingUse:
     models: Values  # what is trained, one value per path
     how: str  # "trainer.train()", "optimizer", "model.train()", "accelerator.prepare()"
     fp16_amp: bool  # fp16 autocast with loss scaling is on for certain
+    scope: object = None  # the function (or module) where the training happens
 
 
 def _trainer_fp16(trainer) -> bool:
@@ -46,18 +52,20 @@ def training_uses(facts: Facts) -> list[TrainingUse]:
             for receiver in event.receiver:
                 if receiver.kind == TRAINER:
                     uses.append(TrainingUse(event.node, receiver.get("trained") or (), "trainer.train()",
-                                            _trainer_fp16(receiver)))
-            models = tuple(v for v in event.receiver if v.kind in (PEFT_MODEL, BASE_MODEL))
+                                            _trainer_fp16(receiver), event.scope))
+            models = tuple(v for v in event.receiver if v.kind in MODEL_KINDS)
             mode = const_value(event.arg(0, "mode"), True) if event.args or event.kwargs else True
             if models and mode is True and facts.has_backward(event.scope):
-                uses.append(TrainingUse(event.node, models, "model.train()", facts.has_grad_scaler(event.scope)))
+                uses.append(TrainingUse(event.node, models, "model.train()", facts.has_grad_scaler(event.scope),
+                                        event.scope))
         for value in event.result:
             if value.kind == OPTIMIZER and value.node is event.node and value.get("models") and facts.has_backward():
                 uses.append(TrainingUse(event.node, value.get("models"), "an optimizer over its parameters",
-                                        facts.has_grad_scaler(event.scope)))
+                                        facts.has_grad_scaler(event.scope), event.scope))
         if event.method == "prepare" and any(r.kind == ACCELERATOR for r in event.receiver) and facts.has_backward():
             precision = {r.get("mixed_precision") for r in event.receiver if r.kind == ACCELERATOR}
-            models = union(*[tuple(v for v in values if v.kind in (PEFT_MODEL, BASE_MODEL)) for values in event.args])
+            models = union(*[tuple(v for v in values if v.kind in MODEL_KINDS) for values in event.args])
             if models:
-                uses.append(TrainingUse(event.node, models, "accelerator.prepare()", precision == {"fp16"}))
+                uses.append(TrainingUse(event.node, models, "accelerator.prepare()", precision == {"fp16"},
+                                        event.scope))
     return uses
