@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftdoctor.finding import Severity
+from peftdoctor.finding import Finding, Severity
 from peftdoctor.registry import matches
 
 if sys.version_info >= (3, 11):
@@ -76,6 +76,11 @@ class Config:
             if matches(code, [pattern]):
                 return self.severity[pattern]
         return default
+
+    def apply_severity(self, finding: Finding) -> Finding:
+        """The finding at the severity the config gives its code (the same object if unchanged)."""
+        severity = self.severity_of(finding.code, finding.severity)
+        return finding if severity == finding.severity else finding.with_severity(severity)
 
     def is_excluded(self, path: Path) -> bool:
         return any(self._path_matches(str(path), pattern) for pattern in self.exclude)

@@ -171,8 +171,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
             finding.end_line and suppressions.suppresses(finding.code, finding.end_line)
         ):
             continue
-        severity = config.severity_of(finding.code, finding.severity)
-        result.findings.append(finding if severity == finding.severity else finding.with_severity(severity))
+        result.findings.append(config.apply_severity(finding))
     if report_unused_noqa:
         for item in suppressions.unused(enabled=lambda code: config.is_enabled(code, path)):
             result.unused_suppressions.append(

@@ -26,6 +26,13 @@ class Facts:
     tree: ast.Module | None = None
     _call_positions: dict | None = field(default=None, repr=False)
     _all_positions: dict | None = field(default=None, repr=False)
+    _derived: dict = field(default_factory=dict, repr=False)
+
+    def derived(self, key: str, compute):
+        """A fact derived from the others, computed once per file and shared by the rules that read it."""
+        if key not in self._derived:
+            self._derived[key] = compute(self)
+        return self._derived[key]
 
     @property
     def events(self) -> list[CallEvent]:

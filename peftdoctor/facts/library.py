@@ -25,6 +25,7 @@ from peftdoctor.facts.values import (
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
+    TUPLE,
     Value,
     Values,
     const_value,
@@ -334,12 +335,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         if method == "prepare":
             if len(event.args) == 1:
                 return event.args[0]
-            return (Value("tuple", event.node, items=list(event.args)),)
-        if method == "backward":
-            interp.mark_backward()
-        return unknown()
-    if kind == PEFT_CONFIG and method == "save_pretrained":
-        return unknown()
+            return (Value(TUPLE, event.node, items=list(event.args)),)
+        return unknown()  # accelerator.backward() is marked in call_method
     return unknown()
 
 

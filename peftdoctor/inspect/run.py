@@ -71,12 +71,7 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
 
 def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
-    kept = []
-    for item in found:
-        if config.is_enabled(item.code, item.path):
-            severity = config.severity_of(item.code, item.severity)
-            kept.append(item if severity == item.severity else item.with_severity(severity))
-    return kept
+    return [config.apply_severity(item) for item in found if config.is_enabled(item.code, item.path)]
 
 
 def inspect_adapter(folder: Path, *, config: Config, base: str | None = None

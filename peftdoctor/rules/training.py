@@ -46,6 +46,11 @@ def _trainer_fp16(trainer) -> bool:
 
 
 def training_uses(facts: Facts) -> list[TrainingUse]:
+    """Every training use in the file; PD103 and PD201 share one computation."""
+    return facts.derived("training_uses", _find_training_uses)
+
+
+def _find_training_uses(facts: Facts) -> list[TrainingUse]:
     uses: list[TrainingUse] = []
     for event in facts.events:
         if event.method == "train" and event.name.startswith("."):
