@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from peftdoctor import __version__
-from peftdoctor.config import CODE_PATTERN, Config, ConfigError, find_config_file, load_config
+from peftdoctor.config import CODE_PATTERN, Config, ConfigError, load_config, nearest_config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.reporters import FORMATS, render
 
@@ -43,8 +43,7 @@ def resolve_config(paths, config_file: str | None, select, ignore, extend_select
             config = load_config(Path(config_file))
         else:
             start = Path(paths[0]) if paths else Path.cwd()
-            found = find_config_file(start if start.exists() else Path.cwd())
-            config = load_config(found) if found else Config()
+            config = nearest_config(start if start.exists() else Path.cwd())
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     if select:

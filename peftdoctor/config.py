@@ -120,6 +120,12 @@ def find_config_file(start: Path) -> Path | None:
     return None
 
 
+def nearest_config(start: Path) -> Config:
+    """The settings that apply at `start`: its nearest [tool.peftdoctor], or the defaults."""
+    found = find_config_file(start)
+    return load_config(found) if found else Config()
+
+
 def load_config(path: Path) -> Config:
     """Read `[tool.peftdoctor]` from `path` (a pyproject.toml or peftdoctor.toml)."""
     try:

@@ -86,13 +86,12 @@ class _State:
 
     def settings_for(self, path: Path):
         """The peftdoctor Config for `path` (nearest [tool.peftdoctor]); ConfigError if broken."""
-        from peftdoctor.config import Config, find_config_file, load_config
+        from peftdoctor.config import nearest_config
 
         folder = path.parent
         if folder not in self.settings:
-            found = find_config_file(folder)
             try:
-                self.settings[folder] = load_config(found) if found else Config()
+                self.settings[folder] = nearest_config(folder)
             except Exception as exc:  # ConfigError: reported by each item of the folder
                 self.settings[folder] = exc
         return self.settings[folder]
