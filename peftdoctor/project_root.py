@@ -1,0 +1,23 @@
+"""Where a checked file's project starts: the one notion of "project" for facts, pins and config."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+@lru_cache(maxsize=1024)
+def find_project_root(path: Path) -> Path:
+    """The nearest folder at or above `path` holding a project marker, else the file's own folder.
+
+    A folder named on the command line is its own project only when no marker sits above it;
+    the caller decides that (see engine.check_paths).
+    """
+    path = path.resolve()
+    start = path if path.is_dir() else path.parent
+    for candidate in (start, *start.parents):
+        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+            return candidate
+    return start
