@@ -122,17 +122,30 @@ def _python_parse(source: str, path: str) -> tuple[ast.Module | None, list[Findi
 
 
 def _run_rules(module: cst.Module, tree: ast.Module, source: str, path: str, rules: list[Rule],
-               config: Config) -> list[Finding]:
-    """Facts once, then every rule; a bug of ours on odd code is reported, never a traceback."""
-    from peftdoctor.facts import build_facts  # local: keeps `peftdoctor rules` fast
+               config: Config, project_file=None) -> list[Finding]:
+    """Facts once, then every rule; a bug of ours on odd code is reported, never a traceback.
+
+    `project_file` is (project, file path) when the file is read as part of a project:
+    its facts then include the calls made into it from the project's other modules.
+    """
+    from peftdoctor.facts import build_facts, project_facts  # local: keeps `peftdoctor rules` fast
     from peftdoctor.rules.base import Context
 
     findings: list[Finding] = []
     try:
-        facts = build_facts(module, path, source, tree)
+        facts = None
+        if project_file is not None:
+            facts = project_facts(*project_file, path)
+        if facts is None:
+            facts = build_facts(module, path, source, tree)
         context = Context(config)
+        seen = set()
         for rule in rules:
-            findings.extend(rule.check(facts, context))
+            for found in rule.check(facts, context):
+                key = (found.code, found.line, found.column)
+                if key not in seen:  # one call seen from several callers is reported once
+                    seen.add(key)
+                    findings.append(found)
     except (Exception, RecursionError) as exc:  # noqa: BLE001 - one file must not stop the run
         findings.append(Finding(
             code="PD002", message=f"peftdoctor could not analyse this file ({type(exc).__name__}: {exc})",
@@ -143,8 +156,11 @@ def _run_rules(module: cst.Module, tree: ast.Module, source: str, path: str, rul
 
 
 def check_source(source: str, path: str = "<string>", config: Config | None = None,
-                 report_unused_noqa: bool = False) -> CheckResult:
-    """Check one file's text: the unit the CLI, the pytest plugin and the doc tests share."""
+                 report_unused_noqa: bool = False, project_file=None) -> CheckResult:
+    """Check one file's text: the unit the CLI, the pytest plugin and the doc tests share.
+
+    `project_file` is (project, file path) when check_paths reads the file as part of a project.
+    """
     config = config or Config()
     result = CheckResult(files_checked=1, lines_checked=source.count("\n") + 1)
     rules = _enabled_rules(config, path)
@@ -158,13 +174,15 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
         if config.is_enabled("PD000", path):
             findings.extend(parse_findings)
         if rules and tree is not None and not prefiltered_out:
+            parsed = project_file[0].parsed(project_file[1]) if project_file is not None else None
             try:
-                module = cst.parse_module(source)
+                module = parsed.module if parsed is not None else cst.parse_module(source)
             except cst.ParserSyntaxError as exc:  # Python accepts it, libcst does not
                 module = None
                 findings.append(_unreadable_finding(path, exc))
             if module is not None:
-                findings.extend(_run_rules(module, tree, source, path, rules, config))
+                findings.extend(_run_rules(module, tree, source, path, rules, config,
+                                           project_file if parsed is not None else None))
     suppressions = parse_suppressions(source)
     for finding in findings:
         if suppressions.suppresses(finding.code, finding.line) or (
@@ -197,21 +215,67 @@ def read_source(path: Path) -> str:
         return data.decode("latin-1")
 
 
-def check_file(path: Path, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:
+def check_file(path: Path, config: Config | None = None, report_unused_noqa: bool = False,
+               project=None) -> CheckResult:
     display = str(path)
     try:
         source = read_source(path)
     except OSError as exc:
         raise PathError(f"{display}: cannot read: {exc.strerror or exc}") from None
-    return check_source(source, display, config, report_unused_noqa)
+    return check_source(source, display, config, report_unused_noqa,
+                        (project, path) if project is not None else None)
+
+
+def _load_module(path: Path):
+    """A module of the project, parsed once, for the facts (None when it cannot be read or parsed)."""
+    from peftdoctor.facts.project import ParsedModule
+
+    try:
+        source = read_source(path)
+        tree = ast.parse(source)
+        return ParsedModule(path, source, cst.parse_module(source), tree)
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError, cst.ParserSyntaxError):
+        return None
+
+
+def _project_root(paths) -> Path:
+    """A single folder checked is the project; otherwise the project root of the first path."""
+    from peftdoctor.project_root import find_project_root
+
+    given = [Path(p) for p in paths]
+    if len(given) == 1 and given[0].is_dir():
+        return given[0].resolve()
+    return find_project_root(given[0]) if given else Path.cwd()
+
+
+def _read_project(paths, files: list[Path], config: Config):
+    """Interpret every file a rule will read before any rule runs, so that a call from one
+    module into another is seen inside the callee too (see facts/calls.py)."""
+    from peftdoctor.facts.project import Project
+
+    project = Project(_project_root(paths), _load_module)
+    needles = {n for rule in rules_of_kind("static") for n in rule.needs_any}
+    for path in files:
+        try:
+            wanted = any(n in read_source(path) for n in needles)
+        except OSError:
+            continue
+        if wanted and _enabled_rules(config, str(path)):
+            try:
+                project.interpreter(path)
+            except (Exception, RecursionError):  # noqa: BLE001 - reported per file as PD002 below
+                pass
+    return project
 
 
 def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:
-    """Check every Python file under `paths`; one unparsable file never stops the others."""
+    """Check every Python file under `paths` as one project; one unparsable file never stops the others."""
     config = config or Config()
     total = CheckResult()
-    for path in iter_python_files(paths, config):
-        one = check_file(path, config, report_unused_noqa)
+    files = list(iter_python_files(paths, config))
+    project = _read_project(paths, files, config) if files else None
+    for path in files:
+        one = check_file(path, config, report_unused_noqa, project)
         total.findings.extend(one.findings)
         total.unused_suppressions.extend(one.unused_suppressions)
         total.files_checked += 1

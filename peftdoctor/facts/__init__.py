@@ -67,15 +67,53 @@ class Facts:
             self._all_positions = provider_positions(self.module)
         return self._all_positions.get(id(node), (1, 0, 1, 0))
 
+    def owns(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.Call) and self.source is not None:
+            if self._call_positions is None:
+                self._call_positions = call_positions(self.module, self.source, self.tree) or {}
+            if id(node) in self._call_positions:
+                return True
+        if self._all_positions is None:
+            self._all_positions = provider_positions(self.module)
+        return id(node) in self._all_positions
+
     def line_of(self, node: cst.CSTNode) -> int:
         return self.position(node)[0]
+
+    def where(self, node: cst.CSTNode) -> str:
+        """'line 12' for a node of this file, 'utils.py:12' for one of another module of the project."""
+        project = self.interpreter.project
+        if project is not None and not self.owns(node):
+            found = project.position(node)
+            if found is not None:
+                path, position = found
+                return f"{path.name}:{position[0]}"
+        return f"line {self.line_of(node)}"
 
     def code_of(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
 
 
 def build_facts(module: cst.Module, path: str, source: str | None = None, tree: ast.Module | None = None) -> Facts:
-    """`source` (the text `module` was parsed from) and its `ast` tree let positions come from Python's parser."""
+    """One file alone. `source` and its `ast` tree let positions come from Python's parser."""
     interpreter = Interpreter(module)
     interpreter.run()
-    return Facts(path=path, module=module, interpreter=interpreter, source=source, tree=tree)
+    facts = Facts(path=path, module=module, interpreter=interpreter, source=source, tree=tree)
+    interpreter.facts = facts
+    return facts
+
+
+def project_facts(project, file_path, display: str) -> Facts | None:
+    """A file of a project: its own walk, plus every call into it from the project's other modules.
+
+    Call `project.interpreter(...)` on every checked file first, so the events of calls made
+    from other modules are in before the rules read them.
+    """
+    interpreter = project.interpreter(file_path)
+    if interpreter is None:
+        return None
+    if interpreter.facts is None:
+        parsed = project.parsed(file_path)
+        interpreter.facts = Facts(path=display, module=parsed.module, interpreter=interpreter,
+                                  source=parsed.source, tree=parsed.tree)
+    return interpreter.facts

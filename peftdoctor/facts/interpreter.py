@@ -1,29 +1,35 @@
-"""A small flow-sensitive walk over one module that records what each name holds.
+"""A flow-sensitive walk over one module that records what each name holds.
 
 Statements run in order; `if`/`try`/loops run each branch from a copy of the
-environment and merge the results, so a name holds one value per path. Calls
-are recorded as `CallEvent`s with the values of their receiver and arguments at
-that point. Functions defined in the file are walked once each (their
-parameters unknown), and a call to one yields what its `return`s hold.
+environment and merge the results, so a name holds one value per path, and a
+value made in a branch remembers that branch's condition (conditions.py).
+Calls are recorded as `CallEvent`s with the values of their receiver and
+arguments at that point. Functions are walked once each with their parameters
+unknown; calls of the project's own code are answered by calls.py; imports of
+the project's own modules by project.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import libcst as cst
 
-from peftdoctor.facts import library
+from peftdoctor.facts import conditions, library
+from peftdoctor.facts.calls import LocalCalls, _decorated, _function_body
+from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted, import_bindings
 from peftdoctor.facts.values import (
     CLASS,
     CONST,
     FUNCTION,
+    LOCAL,
     MISSING,
-    PARAM,
     PEFT_MODEL,
     REF,
     SELF,
+    TUNER,
     TUPLE,
     UNKNOWN,
     UNKNOWN_VALUE,
@@ -51,7 +57,7 @@ class CallEvent:
     star_kwargs: bool
     result: Values
     scope: object  # the FunctionDef (or Module) the call is in
-    callees: tuple = ()  # the FunctionDefs of this file the call may run
+    callees: tuple = ()  # the FunctionDefs of the project the call may run
 
     def arg(self, index: int, keyword: str | None = None) -> Values | None:
         if keyword is not None and keyword in self.kwargs:
@@ -61,37 +67,6 @@ class CallEvent:
         return None
 
 
-class Env:
-    """Name -> values, with the module's names behind a function's own."""
-
-    def __init__(self, parent: "Env | None" = None, names: dict | None = None):
-        self.parent = parent
-        self.names: dict[str, Values] = dict(names or {})
-
-    def lookup(self, name: str) -> Values | None:
-        if name in self.names:
-            return self.names[name]
-        return self.parent.lookup(name) if self.parent else None
-
-    def copy(self) -> "Env":
-        return Env(self.parent, self.names)
-
-    def replace(self, old: Value, new: Value) -> None:
-        """Every local name that may hold `old` now holds `new` (an in-place change)."""
-        for key, values in self.names.items():
-            if any(v is old for v in values):
-                self.names[key] = tuple(new if v is old else v for v in values)
-
-    def merge_from(self, branches: list["Env"]) -> None:
-        keys = set()
-        for branch in branches:
-            keys.update(branch.names)
-        merged = {}
-        for key in keys:
-            merged[key] = union(*(b.names[key] for b in branches if key in b.names))
-        self.names = merged
-
-
 @dataclass
 class ScopeInfo:
     node: object
@@ -99,9 +74,12 @@ class ScopeInfo:
     grad_scaler: bool = False  # a GradScaler is created in this scope
 
 
-class Interpreter:
-    def __init__(self, module: cst.Module):
+class Interpreter(LocalCalls):
+    def __init__(self, module: cst.Module, path: Path | None = None, project=None):
         self.module = module
+        self.path = path
+        self.project = project
+        self.facts = None  # set by build_facts, for positions seen from other modules
         self.events: list[CallEvent] = []
         self.scopes: dict[int, ScopeInfo] = {}
         self.file_backward = False
@@ -112,11 +90,16 @@ class Interpreter:
         self._returns: list[Values] | None = None
         self._recording = True
         self._scope: object = module
+        self._mutations: list | None = None  # in-place changes of an inlined walk, replayed by its caller
+        self._local_budget = 500  # inlined walks when there is no project
+        self.inline_stack: tuple = ()
+        self.defaults: dict[int, Values] = {}  # id(Param) -> its default, evaluated where defined
+        self.return_envs: list[Env] | None = None  # the env at each `return` of an inlined walk
         self.module_env = Env()
 
     # ----------------------------------------------------------------- driving
     def run(self) -> None:
-        self._enter_scope(self.module)
+        self.enter_scope(self.module)
         self.exec_block(self.module.body, self.module_env)
         done: set[int] = set()
         while self._queue:
@@ -124,9 +107,11 @@ class Interpreter:
             if id(fn) in done:
                 continue
             done.add(id(fn))
-            self._walk_function(fn, cls, record=True)
+            if cls is not None:
+                self.collect_fields(cls)
+            self.walk_function(fn, cls, record=True)
 
-    def _enter_scope(self, node) -> ScopeInfo:
+    def enter_scope(self, node) -> ScopeInfo:
         info = self.scopes.get(id(node))
         if info is None:
             info = self.scopes[id(node)] = ScopeInfo(node)
@@ -135,46 +120,11 @@ class Interpreter:
     def scope_info(self, node) -> ScopeInfo:
         return self.scopes.get(id(node)) or ScopeInfo(node)
 
-    def _walk_function(self, fn: cst.FunctionDef, cls: Value | None, record: bool) -> Values:
-        env = Env(self.module_env)
-        params = fn.params
-        positional = [*params.posonly_params, *params.params]
-        is_method = cls is not None and not _is_static(fn)
-        for index, param in enumerate([*positional, *params.kwonly_params]):
-            if index == 0 and is_method:
-                env.names[param.name.value] = (Value(SELF, cls=cls),)
-            elif index < len(positional):
-                env.names[param.name.value] = (Value(PARAM, index=index - is_method, name=param.name.value),)
-            else:
-                env.names[param.name.value] = (Value(PARAM, index=None, name=param.name.value),)
-        for star in (params.star_arg, params.star_kwarg):
-            if isinstance(star, cst.Param):
-                env.names[star.name.value] = unknown()
-        saved = (self._returns, self._recording, self._scope)
-        self._returns, self._recording, self._scope = [], record, fn
-        if record:
-            self._enter_scope(fn)
-        try:
-            self.exec_block(fn.body.body if isinstance(fn.body, cst.IndentedBlock) else [fn.body], env)
-            returns = union(*self._returns) if self._returns else const(None)
-        finally:
-            self._returns, self._recording, self._scope = saved
-        return returns
+    def const_none(self) -> Values:
+        return const(None)
 
-    def summary(self, fn: cst.FunctionDef, cls: Value | None) -> Values:
-        """What a call of a local function returns (walked once, without recording)."""
-        key = id(fn)
-        if key in self._summaries:
-            return self._summaries[key]
-        if key in self._in_progress:
-            return unknown()
-        self._in_progress.add(key)
-        try:
-            result = self._walk_function(fn, cls, record=False)
-        finally:
-            self._in_progress.discard(key)
-        self._summaries[key] = result
-        return result
+    def code_for(self, node) -> str:
+        return self.module.code_for_node(node)
 
     # -------------------------------------------------------------- statements
     def exec_block(self, statements, env: Env) -> bool:
@@ -204,14 +154,14 @@ class Interpreter:
         if isinstance(node, (cst.Try, getattr(cst, "TryStar", cst.Try))):
             return self._exec_try(node, env)
         if isinstance(node, cst.FunctionDef):
-            env.names[node.name.value] = (Value(FUNCTION, node, cls=None),)
+            self.define_defaults(node, env)
+            env.names[node.name.value] = (Value(FUNCTION, node, cls=None, interp=self),)
             self._queue.append((node, None))
             return False
         if isinstance(node, cst.ClassDef):
-            cls = Value(CLASS, node, name=node.name.value, methods={})
-            for item in _body(node.body):
+            cls = self.define_class(node, env)
+            for item in _function_body(node):
                 if isinstance(item, cst.FunctionDef):
-                    cls.attrs["methods"][item.name.value] = item
                     self._queue.append((item, cls))
             env.names[node.name.value] = (cls,)
             return False
@@ -244,18 +194,31 @@ class Interpreter:
             values = self.eval(node.value, env) if node.value is not None else const(None)
             if self._returns is not None:
                 self._returns.append(values)
+            if self.return_envs is not None:
+                self.return_envs.append(env.copy())
             return True
         elif isinstance(node, cst.Raise):
             return True
         elif isinstance(node, cst.Assert):
             self.narrow(node.test, env, True)
         elif isinstance(node, (cst.Import, cst.ImportFrom)):
-            for local, qualname in import_bindings(node):
-                env.names[local] = (Value(REF, qualname=qualname),)
+            self._import(node, env)
         return False
+
+    def _import(self, node, env: Env) -> None:
+        local = None
+        if self.project is not None and self.path is not None:
+            local = self.project.import_bindings(self.path, node)
+        if local is not None:
+            for name, values in local:
+                env.names[name] = values
+            return
+        for name, qualname in import_bindings(node):
+            env.names[name] = (Value(REF, qualname=qualname),)
 
     def _exec_if(self, node: cst.If, env: Env) -> bool:
         self.eval(node.test, env)
+        before = env.value_ids()
         then_env = env.copy()
         self.narrow(node.test, then_env, True)
         then_left = self.exec_block(_body(node.body), then_env)
@@ -266,6 +229,8 @@ class Interpreter:
             else_left = self._exec_if(node.orelse, else_env)
         elif isinstance(node.orelse, cst.Else):
             else_left = self.exec_block(_body(node.orelse.body), else_env)
+        conditions.mark(then_env, before, conditions.literals(self.code_for, node.test, True))
+        conditions.mark(else_env, before, conditions.literals(self.code_for, node.test, False))
         branches = [b for b, left in ((then_env, then_left), (else_env, else_left)) if not left]
         if not branches:
             return True
@@ -286,15 +251,17 @@ class Interpreter:
             self.exec_block(_body(node.orelse.body), env)
 
     def _exec_try(self, node, env: Env) -> bool:
+        """A handler starts from the state before the body for the names bound before it (the call
+        that raised did not finish: `try: m = load(m) except: m = wrap(m)` wraps the unloaded model),
+        and from the body's end for names the body introduced."""
         before = env.copy()
         left = self.exec_block(_body(node.body), env)
         if not left and node.orelse is not None:
             left = self.exec_block(_body(node.orelse.body), env)
         branches = [] if left else [env.copy()]
         for handler in node.handlers:
-            branch = before.copy()
-            if not left:
-                branch.merge_from([before, env])
+            branch = env.copy()
+            branch.names.update(before.names)
             if handler.name is not None:
                 self.assign(handler.name.name, unknown(), branch)
             if not self.exec_block(_body(handler.body), branch):
@@ -308,9 +275,17 @@ class Interpreter:
         return False
 
     def narrow(self, test, env: Env, holds: bool) -> None:
-        """`isinstance(model, PeftModel)` tells which values a name can hold in a branch."""
+        """What a branch knows: its condition (correlated branches), and `isinstance(x, PeftModel)`."""
+        conditions.prune(env, conditions.literals(self.code_for, test, holds))
+        self._narrow_isinstance(test, env, holds)
+
+    def _narrow_isinstance(self, test, env: Env, holds: bool) -> None:
         if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
-            self.narrow(test.expression, env, not holds)
+            self._narrow_isinstance(test.expression, env, not holds)
+            return
+        if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And) and holds:
+            self._narrow_isinstance(test.left, env, True)
+            self._narrow_isinstance(test.right, env, True)
             return
         if not (isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2):
             return
@@ -321,20 +296,31 @@ class Interpreter:
         ):
             return
         values = env.lookup(key)
+        if values is None:
+            values = self.eval(test.args[0].value, env)
         if not values:
             return
-        kept = tuple(v for v in values if (v.kind == PEFT_MODEL) == holds or v.kind in (UNKNOWN, PARAM))
-        env.names[key] = kept or values
+        if holds:
+            kept = [v.derive(maybe=False) if v.get("maybe") else v for v in values if v.kind == PEFT_MODEL]
+            if len(kept) < len(values) and any(v.kind in (UNKNOWN, "param") for v in values):
+                kept.append(Value(PEFT_MODEL, test, via="isinstance", base=(), config=(), trainable=None))
+        else:
+            kept = [v for v in values if v.kind != PEFT_MODEL]
+        env.names[key] = tuple(kept) or values
 
     def assign(self, target, values: Values, env: Env) -> None:
         if isinstance(target, cst.Name):
             env.names[target.value] = values
         elif isinstance(target, cst.Attribute):
             key = dotted(target)
+            owner = self.eval(target.value, env)
             if key is not None:
                 env.names[key] = values
-            else:
-                self.eval(target.value, env)
+            for value in owner:
+                if value.kind == SELF and value.get("cls") is not None:
+                    self.store_field(value.get("cls"), target.attr.value, values)
+                else:
+                    library.set_attribute(self, env, value, target.attr.value, values)
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = [e.value for e in target.elements]
             items = None
@@ -357,7 +343,9 @@ class Interpreter:
             if node.value in ("True", "False", "None"):
                 return const({"True": True, "False": False, "None": None}[node.value])
             found = env.lookup(node.value)
-            return found if found is not None else (Value(REF, qualname=node.value, builtin=True),)
+            if found is None:
+                return (Value(REF, qualname=node.value, builtin=True),)
+            return self._resolve_locals(found)
         if isinstance(node, cst.Attribute):
             return self._eval_attribute(node, env)
         if isinstance(node, cst.Call):
@@ -397,21 +385,38 @@ class Interpreter:
             return unknown()
         return unknown()
 
+    def _resolve_locals(self, values: Values) -> Values:
+        """A name imported from the project's own module stands for what that module bound."""
+        if self.project is None or not any(v.kind == LOCAL and v.get("name") for v in values):
+            return values
+        out = []
+        for value in values:
+            if value.kind == LOCAL and value.get("name"):
+                out.append(self.project.resolve_local(value) or unknown())
+            else:
+                out.append((value,))
+        return union(*out)
+
     def _eval_attribute(self, node: cst.Attribute, env: Env) -> Values:
         key = dotted(node)
         if key is not None:
             found = env.lookup(key)
             if found is not None:
-                return found
+                return self._resolve_locals(found)
         base = self.eval(node.value, env)
         results = []
+        attr = node.attr.value
         for value in base:
             if value.kind == REF:
-                results.append(Value(REF, qualname=f"{value.get('qualname')}.{node.attr.value}",
-                                     builtin=value.get("builtin", False)))
+                results.append((Value(REF, qualname=f"{value.get('qualname')}.{attr}",
+                                      builtin=value.get("builtin", False)),))
+            elif value.kind == LOCAL and self.project is not None:
+                results.append(self.project.lookup(value.get("module"), attr) or unknown())
+            elif value.kind == SELF and value.get("cls") is not None:
+                results.append(self.read_field(value, attr) or unknown())
             else:
-                results.append(library.attribute_of(value, node.attr.value) or UNKNOWN_VALUE)
-        return union(results)
+                results.append((library.attribute_of(value, attr) or UNKNOWN_VALUE,))
+        return union(*results)
 
     def _eval_sequence(self, node, env: Env) -> Values:
         items = [self.eval(e.value, env) for e in node.elements]
@@ -459,10 +464,13 @@ class Interpreter:
             key = dotted(func)
             looked_up = env.lookup(key) if key is not None else None
             if looked_up is not None:
-                callee = looked_up
+                callee = self._resolve_locals(looked_up)
             else:
                 receiver = self.eval(func.value, env)
                 callee = None
+                if receiver and all(v.kind == LOCAL for v in receiver) and self.project is not None:
+                    callee = union(*(self.project.lookup(v.get("module"), method) or unknown() for v in receiver))
+                    receiver = ()
         else:
             callee = self.eval(func, env)
         args: list[Values] = []
@@ -472,9 +480,7 @@ class Interpreter:
             values = self.eval(arg.value, env)
             if arg.keyword is not None:
                 kwargs[arg.keyword.value] = values
-            elif arg.star == "**":
-                star_kwargs = True
-            elif arg.star == "*":
+            elif arg.star:
                 star_kwargs = True
             else:
                 args.append(values)
@@ -494,54 +500,56 @@ class Interpreter:
         if name is not None:
             result = library.call_named(self, event, env)
         elif callee is not None:
-            result = self._call_local(callee, event)
+            result = self.call_local(callee, event, env)
         else:
-            result = library.call_method(self, event, env)
+            result = self._call_method(event, env)
         event.result = result if result else unknown()
         if self._recording:
             self.events.append(event)
         return event.result
 
-    def _call_local(self, callee: Values, event: CallEvent) -> Values:
+    def _call_method(self, event: CallEvent, env: Env) -> Values:
+        """`x.m(...)`: the project's own method when x is a local instance or class, else the library's."""
         results = []
-        for value in callee:
-            if value.kind == FUNCTION:
-                results.append(self._call_function(value.node, value.get("cls"), event))
+        library_receivers = []
+        for value in event.receiver:
+            local = self.call_method_of(value, event.method, event, env)
+            if local is not None:
+                results.append(local)
+            elif value.kind == CLASS and value.get("library_base"):
+                results.append(self._library_classmethod(value, event, env))
             else:
-                results.append(unknown())
+                library_receivers.append(value)
+        if library_receivers or not results:
+            saved = event.receiver
+            event.receiver = tuple(library_receivers)
+            results.append(library.call_method(self, event, env))
+            event.receiver = saved
         return union(*results)
 
-    def call_method_of_self(self, receiver: Value, method: str, event: CallEvent) -> Values:
-        cls = receiver.get("cls")
-        fn = cls.get("methods", {}).get(method) if cls is not None else None
-        if fn is None:
-            return unknown()
-        return self._call_function(fn, cls, event)
-
-    def _call_function(self, fn: cst.FunctionDef, cls: Value | None, event: CallEvent) -> Values:
-        """What the call returns, with the function's parameters replaced by this call's arguments."""
-        event.callees = (*event.callees, fn)
-        results = []
-        for value in self.summary(fn, cls):
-            if value.kind == PARAM:
-                passed = event.arg(value.get("index"), value.get("name"))
-                results.append(passed if passed is not None else unknown())
-            else:
-                results.append((value,))
-        return union(*results)
+    def _library_classmethod(self, cls: Value, event: CallEvent, env: Env) -> Values:
+        """`MyModel.from_pretrained(...)` on a local subclass: the library call, named by the local class."""
+        top = cls.get("library_base").split(".")[0]
+        saved = event.name
+        event.name = f"{top}.{cls.get('name')}.{event.method}"
+        result = library.call_named(self, event, env)
+        event.name = saved
+        return result
 
     # --------------------------------------------------------------- effects
     def mark_backward(self) -> None:
         self.file_backward = True
-        self._enter_scope(self._scope).backward = True
+        self.enter_scope(self._scope).backward = True
 
     def mark_grad_scaler(self) -> None:
         self.file_grad_scaler = True
-        self._enter_scope(self._scope).grad_scaler = True
+        self.enter_scope(self._scope).grad_scaler = True
 
     def mutate(self, env: Env, old: Value, new: Value) -> None:
         """An in-place change (`model.half()`, a cast loop): names holding `old` now hold `new`."""
         env.replace(old, new)
+        if self._mutations is not None:
+            self._mutations.append((old, new))
 
 
 def _body(block):
@@ -552,8 +560,4 @@ def _body(block):
     return getattr(block, "body", [])
 
 
-def _is_static(fn: cst.FunctionDef) -> bool:
-    return any(dotted(d.decorator) == "staticmethod" for d in fn.decorators)
-
-
-__all__ = ["CallEvent", "Env", "Interpreter", "ScopeInfo", "CONST"]
+__all__ = ["CallEvent", "Env", "Interpreter", "ScopeInfo", "CONST", "TUNER", "_decorated"]

@@ -21,10 +21,10 @@ from peftdoctor.facts.values import (
     PEFT_CONFIG,
     PEFT_MODEL,
     REF,
-    SELF,
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
+    TUNER,
     TUPLE,
     Value,
     Values,
@@ -131,6 +131,8 @@ def call_named(interp, event, env) -> Values:
     top, last = parts[0], parts[-1]
     if top == "peft":
         return _peft_call(interp, event, env, parts)
+    if name in TOKEN_ADDING_HELPERS:
+        return _setup_chat_format(interp, event, env)
     if top in ("transformers", "trl"):
         result = _transformers_call(interp, event, env, parts)
         if result is not None:
@@ -277,7 +279,10 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     if cls == last and (cls.endswith("TrainingArguments") or (parts[0] == "trl" and cls.endswith("Config"))):
         return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16")),)
     if "Tokenizer" in cls or "Processor" in cls:
-        return (Value(TOKENIZER, event.node, added=False, source=event.arg(0, "pretrained_model_name_or_path")),)
+        extra = event.kwargs.get("additional_special_tokens")
+        added = extra is not None and const_value(extra, None) not in ([], (), None)
+        return (Value(TOKENIZER, event.node, added=added, added_at=event.node if added else None,
+                      source=event.arg(0, "pretrained_model_name_or_path")),)
     if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
         return None
     if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
@@ -306,6 +311,37 @@ def _trainer(interp, event, cls: str) -> Value:
                  peft_config=peft_config)
 
 
+def _adds_special_tokens(event) -> bool:
+    """`add_special_tokens({...})` with a key other than pad_token (which reuses or adds one row)."""
+    tokens = const_value(event.arg(0, "special_tokens_dict"), None)
+    if isinstance(tokens, dict):
+        return bool(set(tokens) - {"pad_token"})
+    return False
+
+
+# Library helpers that add tokens to the tokenizer and resize the model's embeddings.
+TOKEN_ADDING_HELPERS = {"trl.setup_chat_format", "trl.models.setup_chat_format"}
+
+
+def _setup_chat_format(interp, event, env) -> Values:
+    """trl.setup_chat_format adds <|im_start|>/<|im_end|> and resizes the embeddings."""
+    models = []
+    for value in event.arg(0, "model") or ():
+        if value.kind in (BASE_MODEL, PEFT_MODEL):
+            new = value.derive(resized=True, new_tokens=True, resized_at=event.node)
+            interp.mutate(env, value, new)
+            value = new
+        models.append(value)
+    tokenizers = []
+    for value in event.arg(1, "tokenizer") or ():
+        if value.kind == TOKENIZER:
+            new = value.derive(added=True, added_at=event.node)
+            interp.mutate(env, value, new)
+            value = new
+        tokenizers.append(value)
+    return (Value(TUPLE, event.node, items=[tuple(models) or unknown(), tuple(tokenizers) or unknown()]),)
+
+
 # --------------------------------------------------------------- method calls
 def call_method(interp, event, env) -> Values:
     method = event.method
@@ -319,17 +355,11 @@ def call_method(interp, event, env) -> Values:
 
 def _method_of(interp, event, env, value: Value, method: str) -> Values:
     kind = value.kind
-    if kind == SELF:
-        return interp.call_method_of_self(value, method, event)
     if kind in (BASE_MODEL, PEFT_MODEL):
         return _model_method(interp, event, env, value, method)
     if kind == TOKENIZER:
-        if method == "add_tokens":
-            interp.mutate(env, value, value.derive(added=True))
-        elif method == "add_special_tokens":
-            tokens = const_value(event.arg(0, "special_tokens_dict"), None)
-            if isinstance(tokens, dict) and set(tokens) - {"pad_token"}:
-                interp.mutate(env, value, value.derive(added=True))
+        if method == "add_tokens" or (method == "add_special_tokens" and _adds_special_tokens(event)):
+            interp.mutate(env, value, value.derive(added=True, added_at=event.node))
         return unknown()
     if kind == ACCELERATOR:
         if method == "prepare":
@@ -362,8 +392,8 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         flag = const_value(event.arg(0, "requires_grad"), True) if event.args or event.kwargs else True
         if flag is not False:
             new = value.derive(unfrozen=True)
-    elif method == "resize_token_embeddings" and value.kind == BASE_MODEL:
-        added = any(v.kind == TOKENIZER and v.get("added") for values in _all_names(env) for v in values)
+    elif method == "resize_token_embeddings":
+        added = _tokens_added(interp, event, env)
         interp.mutate(env, value, value.derive(resized=True, new_tokens=added, resized_at=event.node))
         return unknown()
     elif method in ("merge_and_unload", "unload", "get_base_model") and value.kind == PEFT_MODEL:
@@ -381,6 +411,23 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
     return unknown()
 
 
+def _tokens_added(interp, event, env) -> bool:
+    """A tokenizer named in the resize's argument (`len(tokenizer)`), or any in scope, gained tokens."""
+    for arg in event.node.args:
+        for child in (arg.value, *descendants(arg.value)):
+            if isinstance(child, (cst.Name, cst.Attribute)) and dotted(child):
+                looked_up = env.lookup(dotted(child)) or ()
+                if any(v.kind == TOKENIZER and v.get("added") for v in looked_up):
+                    return True
+    return any(v.kind == TOKENIZER and v.get("added") for values in _all_names(env) for v in values)
+
+
+def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
+    """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter."""
+    if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
+        interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
+
+
 def _all_names(env):
     while env is not None:
         yield from env.names.values()
@@ -389,8 +436,8 @@ def _all_names(env):
 
 def attribute_of(value: Value, attr: str) -> Value | None:
     if value.kind == PEFT_MODEL and attr == "base_model":
-        return Value("tuner", value.node, peft=value)
-    if value.kind == "tuner" and attr == "model":
+        return Value(TUNER, value.node, peft=value, maybe=value.get("maybe"))
+    if value.kind == TUNER and attr == "model":
         base = value.get("peft").get("base") or ()
         return base[0] if len(base) == 1 else None
     return None

@@ -29,6 +29,25 @@ FUNCTION = "function"  # a function defined in the file: attrs["node"]
 CLASS = "class"
 SELF = "self"  # the first parameter of a method: attrs["cls"]
 PARAM = "param"  # a function's parameter, unknown inside it: attrs["index"] (self not counted), attrs["name"]
+LOCAL = "local"  # a module of the checked project (name None) or a name in it: attrs["module"], attrs["name"]
+TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
+
+# Kinds whose values remember the branch that made them (see conditions.py).
+GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
+
+# Every attribute a value may carry. Rules read them with `value.get(name)`; a name not
+# declared here is a typo and raises instead of silently reading None.
+FIELDS = frozenset({
+    "value", "complete", "qualname", "builtin", "items", "node", "cls", "name", "methods", "index", "module",
+    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "maybe", "state",
+    # models
+    "class_name", "dtype", "quantized", "head", "head_task", "resized", "new_tokens", "resized_at",
+    "plain_again", "kbit_prepared", "casted", "halved_at", "via", "base", "config", "trainable", "frozen_by",
+    "frozen_how", "autocast", "unfrozen", "inner_peft",
+    # configs, tokenizers, training
+    "known", "peft_class", "fields_literal", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
+    "peft_config", "mixed_precision", "models",
+})
 
 
 class Value:
@@ -37,15 +56,22 @@ class Value:
     __slots__ = ("kind", "node", "attrs")
 
     def __init__(self, kind: str, node: cst.CSTNode | None = None, **attrs):
+        unknown_fields = attrs.keys() - FIELDS
+        if unknown_fields:
+            raise KeyError(f"undeclared value field(s): {sorted(unknown_fields)}")
         self.kind = kind
         self.node = node
         self.attrs = attrs
 
     def get(self, key: str, default=None):
+        if key not in FIELDS:
+            raise KeyError(f"undeclared value field: {key}")
         return self.attrs.get(key, default)
 
     def derive(self, **changes) -> "Value":
         """A copy with some attributes changed (same kind and origin node)."""
+        if changes.keys() - FIELDS:
+            raise KeyError(f"undeclared value field(s): {sorted(changes.keys() - FIELDS)}")
         attrs = dict(self.attrs)
         attrs.update(changes)
         return Value(self.kind, self.node, **attrs)

@@ -8,6 +8,7 @@ import libcst as cst
 
 from peftdoctor.config import Config
 from peftdoctor.facts import Facts
+from peftdoctor.facts.api_versions import implied_versions
 from peftdoctor.facts.values import BASE_MODEL, PEFT_CONFIG, Value
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.versions import ProjectVersion, project_version
@@ -22,8 +23,16 @@ PEFT_LOADERS = ("peft.PeftModel*.from_pretrained", "peft.PeftMixedModel.from_pre
 class Context:
     config: Config = field(default_factory=Config)
 
-    def version(self, library: str, path: str) -> ProjectVersion:
-        return project_version(library, path, self.config.versions)
+    def version(self, library: str, where: Facts | str) -> ProjectVersion:
+        """The version of `library` the checked project runs on (see peftdoctor.versions).
+
+        Pass the file's Facts: then, when the project pins nothing, the file's own API use
+        (`SFTTrainer(tokenizer=...)`: trl < 0.16) implies a range. A path (the old form) skips that step.
+        """
+        if isinstance(where, Facts):
+            implied = implied_versions(where).get(library)
+            return project_version(library, where.path, self.config.versions, implied)
+        return project_version(library, str(where), self.config.versions)
 
 
 def finding(facts: Facts, node: cst.CSTNode, code: str, message: str, hint: str,
@@ -45,7 +54,7 @@ def describe(facts: Facts, value: Value) -> str:
         return "an earlier call"
     node = value.node
     name = facts.code_of(node.func) if isinstance(node, cst.Call) else facts.code_of(node)
-    return f"{name}(...) at line {facts.line_of(node)}"
+    return f"{name}(...) at {facts.where(node)}"
 
 
 def known_configs(values) -> list[Value] | None:
@@ -67,4 +76,18 @@ def arg_code(facts: Facts, event, index: int, keyword: str) -> str | None:
             return facts.code_of(arg.value)
     if index < len(positional):
         return facts.code_of(positional[index].value)
+    return None
+
+
+def on_some_path(values, *kinds: str) -> Value | None:
+    """The first value of one of `kinds` that some real path brings here, or None.
+
+    Paths that cannot reach the call were already pruned by the facts (early exits,
+    if/else, correlated conditions, isinstance guards), so one value is enough. A `maybe`
+    value is not a path: `self.x` that only another method assigns (it may never run
+    first), or one of several returns of a helper that picks one by its arguments.
+    """
+    for value in values or ():
+        if value.kind in kinds and not value.get("maybe"):
+            return value
     return None

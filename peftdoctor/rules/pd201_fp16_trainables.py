@@ -37,7 +37,7 @@ def check(facts, ctx):
             continue
         if not all(v.get("dtype") == "float16" and not v.get("casted") for v in use.models):
             continue
-        peft_version = ctx.version("peft", facts.path)
+        peft_version = ctx.version("peft", facts)
         for value in use.models:
             reasons = _fp16_trainable_reasons(value, peft_version)
             if not reasons:

@@ -3,7 +3,8 @@
 from peftdoctor.facts.library import HEAD_TASK_TYPES, NOT_LITERAL
 from peftdoctor.facts.values import MISSING
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, all_base, finding, known_configs
+from peftdoctor.facts.values import BASE_MODEL
+from peftdoctor.rules.base import NEEDS_PEFT, finding, known_configs
 
 CODE = "PD301"
 
@@ -23,19 +24,20 @@ def _config_covers_head(config, head_task) -> bool:
 
 def check(facts, ctx):
     for event in facts.calls("peft.get_peft_model"):
-        base = event.arg(0, "model")
-        if not all_base(base) or not all(v.get("head") for v in base):
+        heads = [v for v in event.arg(0, "model") or () if v.kind == BASE_MODEL and v.get("head")
+                 and not v.get("maybe")]  # some path brings a fresh head here
+        if not heads:
             continue
         configs = known_configs(event.arg(1, "peft_config"))
         if configs is None:
             continue
-        head_tasks = {v.get("head_task") for v in base}
+        head_tasks = {v.get("head_task") for v in heads}
         if len(head_tasks) != 1:
             continue
         head_task = head_tasks.pop()
         if any(_config_covers_head(config, head_task) for config in configs):
             continue
-        class_name = base[0].get("class_name")
+        class_name = heads[0].get("class_name")
         wanted = f"task_type=\"{head_task}\"" if head_task else "modules_to_save=[<head module name>]"
         fix = None
         if head_task and len(configs) == 1 and "task_type" not in configs[0].get("fields", {}):

@@ -1,0 +1,382 @@
+"""Calls of the project's own functions and classes, in this module or another.
+
+A call is answered in one of two ways:
+- *inlined*: when an argument carries something peftdoctor tracks (a model, a
+  tokenizer, a peft config, a flag), the callee is walked again with this call's
+  values bound to its parameters, and its defaults where none is passed. Its calls
+  are recorded as events of the callee's file, so a rule sees, inside a helper,
+  what the caller gave it. What the callee changes in place (a resize, an added
+  token, a freeze) flows back to the caller.
+- *summarised*: otherwise the callee's one walk with unknown parameters gives what
+  it returns, a returned parameter replaced by the argument passed for it.
+Depth, recursion and a per-run budget bound the inlined walks.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from peftdoctor.facts.env import Env
+from peftdoctor.facts.names import dotted
+from peftdoctor.facts.values import (
+    CLASS,
+    CONST,
+    FUNCTION,
+    GUARDED_KINDS,
+    LOCAL,
+    PARAM,
+    PEFT_MODEL,
+    REF,
+    SELF,
+    UNKNOWN,
+    Value,
+    Values,
+    union,
+    unknown,
+)
+
+MAX_INLINE_DEPTH = 6
+# Argument kinds worth a context-sensitive walk of the callee.
+TRACKED_KINDS = frozenset({
+    "base_model", "peft_model", "peft_config", "tokenizer", "training_args", "trainer", "optimizer",
+    "accelerator", "tuner", SELF,
+})
+
+
+class LocalCalls:
+    """Mixed into Interpreter: everything about calling code of the checked project."""
+
+    # ------------------------------------------------------------ dispatch
+    def call_local(self, callee: Values, event, env: Env) -> Values:
+        results = []
+        for value in callee:
+            if value.kind == FUNCTION:
+                results.append(self.call_function(value, event, env))
+            elif value.kind == CLASS:
+                results.append(self.instantiate(value, event, env))
+            else:
+                results.append(unknown())
+        return union(*results)
+
+    def call_method_of(self, receiver: Value, method: str, event, env: Env) -> Values | None:
+        """`obj.m(...)` on an instance of a local class, or `Cls.m(...)`; None when not local code."""
+        if receiver.kind == SELF:
+            cls, bound = receiver.get("cls"), receiver
+        elif receiver.kind == CLASS:
+            cls, bound = receiver, None
+        else:
+            return None
+        found = find_method(cls, method)
+        if found is None:
+            return None
+        owner_cls, fn = found
+        fn_value = Value(FUNCTION, fn, cls=owner_cls, interp=owner_cls.get("interp"))
+        if bound is None and not (_decorated(fn, "staticmethod") or _decorated(fn, "classmethod")):
+            return self.call_function(fn_value, event, env, skip_self=False)
+        return self.call_function(fn_value, event, env, bound_self=bound)
+
+    def instantiate(self, cls: Value, event, env: Env) -> Values:
+        """`MyClass(...)`: a local subclass of a library class acts as that class; else an instance."""
+        library = cls.get("library_base")
+        if library is not None:
+            from peftdoctor.facts import library as lib
+
+            for name in (f"{library.split('.')[0]}.{cls.get('name')}", library):
+                saved = event.name
+                event.name = name
+                result = lib.call_named(self, event, env)
+                event.name = saved
+                if result and any(v.kind != UNKNOWN for v in result):
+                    return result
+            return unknown()
+        instance = Value(SELF, event.node, cls=cls, state={})
+        found = find_method(cls, "__init__")
+        if found is None:
+            return (instance,)
+        owner_cls, fn = found
+        holder = Env(None, {"instance": (instance,)})  # catches the instance as __init__ leaves it
+        self.call_function(Value(FUNCTION, fn, cls=owner_cls, interp=owner_cls.get("interp")), event, holder,
+                           bound_self=instance)
+        return holder.names["instance"]
+
+    # ------------------------------------------------------------ functions
+    def call_function(self, fn_value: Value, event, env: Env, bound_self: Value | None = None,
+                      skip_self: bool = True) -> Values:
+        owner = fn_value.get("interp") or self
+        fn = fn_value.node
+        cls = fn_value.get("cls")
+        event.callees = (*event.callees, fn)
+        if self._worth_inlining(fn, event, bound_self):
+            return owner.inline(fn, cls, event, env, self, bound_self, skip_self)
+        results = []
+        for value in owner.summary(fn, cls):
+            if value.kind == PARAM:
+                passed = event.arg(value.get("index"), value.get("name"))
+                results.append(passed if passed is not None else unknown())
+            else:
+                results.append((value,))
+        return union(*results)
+
+    def returned(self) -> Values:
+        """What the walk's `return`s give. Several returns that disagree on whether a PeftModel comes
+        back pick one by the arguments (`if name == "base": return base`): each is only a maybe."""
+        if not self._returns:
+            return ()
+        wraps = {any(v.kind == PEFT_MODEL for v in values) for values in self._returns}
+        merged = union(*self._returns)
+        if len(wraps) > 1:
+            return tuple(mark_maybe(v) for v in merged)
+        return merged
+
+    def _worth_inlining(self, fn, event, bound_self) -> bool:
+        project = self.project
+        budget_left = project.inline_budget > 0 if project is not None else self._local_budget > 0
+        if not budget_left or len(self.inline_stack) >= MAX_INLINE_DEPTH or fn in self.inline_stack:
+            return False
+        if bound_self is not None:
+            return True  # a method of an instance followed along this path, or a constructor
+        passed = [*event.args, *event.kwargs.values()]
+        return any(v.kind in TRACKED_KINDS or (v.kind == CONST and isinstance(v.get("value"), bool))
+                   for values in passed for v in values)
+
+    def inline(self, fn: cst.FunctionDef, cls: Value | None, event, caller_env: Env, caller,
+               bound_self: Value | None, skip_self: bool) -> Values:
+        """Walk `fn` (of this module) with the call's values; record its events; return what it returns."""
+        if self.project is not None:
+            self.project.inline_budget -= 1
+        else:
+            self._local_budget -= 1
+        env = Env(self.module_env)
+        self.bind_arguments(fn, cls, env, event, bound_self, skip_self)
+        stack = caller.inline_stack + (fn,)
+        saved = (self._returns, self._recording, self._scope, self.inline_stack, self._mutations, self.return_envs)
+        self._returns, self._recording, self._scope, self.inline_stack, self._mutations = [], True, fn, stack, []
+        self.return_envs = []
+        self.enter_scope(fn)
+        try:
+            if not self.exec_block(_function_body(fn), env):
+                self.return_envs.append(env)
+            returns = self.returned() or unknown()
+            mutations = self._mutations
+            exits = self.return_envs
+        finally:
+            (self._returns, self._recording, self._scope, self.inline_stack, self._mutations,
+             self.return_envs) = saved
+        for old, new in mutations:  # in-place changes reach the caller's names
+            caller.mutate(caller_env, old, new)
+        if bound_self is not None and bound_self.kind == SELF:
+            updated = _instance_after(bound_self, fn, exits)
+            if updated is not bound_self:
+                caller.mutate(caller_env, bound_self, updated)
+        return tuple(v if v.kind != PARAM else UNKNOWN_PARAM for v in returns)
+
+    def bind_arguments(self, fn, cls, env: Env, event, bound_self, skip_self) -> None:
+        params = fn.params
+        positional = [*params.posonly_params, *params.params]
+        has_self = cls is not None and skip_self and not _decorated(fn, "staticmethod")
+        offset = 1 if has_self else 0
+        if has_self and positional:
+            first = positional[0].name.value
+            if _decorated(fn, "classmethod"):
+                env.names[first] = (cls,)
+            else:
+                env.names[first] = (bound_self or Value(SELF, cls=cls),)
+        for index, param in enumerate(positional[offset:]):
+            passed = event.arg(index, param.name.value)
+            env.names[param.name.value] = passed if passed is not None else self._default(param, event)
+        for param in params.kwonly_params:
+            passed = event.kwargs.get(param.name.value)
+            env.names[param.name.value] = passed if passed is not None else self._default(param, event)
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                env.names[star.name.value] = unknown()
+
+    def _default(self, param: cst.Param, event) -> Values:
+        if param.default is None or event.star_kwargs:
+            return unknown()
+        return self.defaults.get(id(param)) or unknown()
+
+    def define_defaults(self, fn: cst.FunctionDef, env: Env) -> None:
+        """Defaults are evaluated once, where the function is defined, as Python does."""
+        params = fn.params
+        for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+            if param.default is not None:
+                self.defaults[id(param)] = self.eval(param.default, env)
+
+    def _parameter(self, param: cst.Param, index) -> Values:
+        """A parameter in the walk with no caller: whatever is passed, or its default when that is tracked."""
+        value = (Value(PARAM, index=index, name=param.name.value),)
+        default = self.defaults.get(id(param)) or ()
+        if any(v.kind in TRACKED_KINDS for v in default):
+            return union(value, default)
+        return value
+
+    def summary(self, fn: cst.FunctionDef, cls: Value | None) -> Values:
+        """What a call of a function of this module returns (walked once, without recording)."""
+        key = id(fn)
+        if key in self._summaries:
+            return self._summaries[key]
+        if key in self._in_progress:
+            return unknown()
+        self._in_progress.add(key)
+        try:
+            result = self.walk_function(fn, cls, record=False)
+        finally:
+            self._in_progress.discard(key)
+        self._summaries[key] = result
+        return result
+
+    def walk_function(self, fn: cst.FunctionDef, cls: Value | None, record: bool) -> Values:
+        """One walk with the parameters unknown (PARAM values)."""
+        env = Env(self.module_env)
+        params = fn.params
+        positional = [*params.posonly_params, *params.params]
+        is_method = cls is not None and not _decorated(fn, "staticmethod")
+        for index, param in enumerate([*positional, *params.kwonly_params]):
+            if index == 0 and is_method:
+                env.names[param.name.value] = (cls,) if _decorated(fn, "classmethod") else (Value(SELF, cls=cls),)
+            elif index < len(positional):
+                env.names[param.name.value] = self._parameter(param, index - is_method)
+            else:
+                env.names[param.name.value] = self._parameter(param, None)
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                env.names[star.name.value] = unknown()
+        saved = (self._returns, self._recording, self._scope, self._mutations, self.return_envs)
+        self._returns, self._recording, self._scope, self._mutations, self.return_envs = [], record, fn, None, None
+        if record:
+            self.enter_scope(fn)
+        try:
+            self.exec_block(_function_body(fn), env)
+            returns = self.returned() or self.const_none()
+        finally:
+            self._returns, self._recording, self._scope, self._mutations, self.return_envs = saved
+        return returns
+
+    # -------------------------------------------------------------- classes
+    def define_class(self, node: cst.ClassDef, env: Env) -> Value:
+        bases = [self.eval(arg.value, env) for arg in node.bases if arg.keyword is None]
+        cls = Value(CLASS, node, name=node.name.value, methods={}, fields={}, interp=self,
+                    bases=tuple(v for values in bases for v in values if v.kind == CLASS),
+                    library_base=_library_base(bases))
+        for item in _function_body(node):
+            if isinstance(item, cst.FunctionDef):
+                cls.attrs["methods"][item.name.value] = item
+                self.define_defaults(item, env)
+        return cls
+
+    def read_field(self, instance: Value, name: str) -> Values | None:
+        """`self.name` not assigned yet in this walk: what the instance holds along this call path,
+        else every other method's assignments, marked `field` (they may never run before this one)."""
+        state = instance.get("state") or {}
+        if name in state:
+            return state[name]
+        cls = instance.get("cls")
+        self.collect_fields(cls)
+        for owner in _mro(cls):
+            stored = owner.get("fields").get(name)
+            if stored:
+                values = [vals for fn, vals in stored if fn is not self._scope]
+                return tuple(mark_maybe(v) for v in union(*values)) if values else None
+        return None
+
+    def store_field(self, cls: Value, name: str, values: Values) -> None:
+        kept = tuple(v if v.kind != PARAM else UNKNOWN_PARAM for v in values)
+        cls.get("fields").setdefault(name, []).append((self._scope, kept))
+
+    def collect_fields(self, cls: Value) -> None:
+        """Walk every method of a class once (not recorded) so its `self.x` assignments are known."""
+        if cls.attrs.get("collected"):
+            return
+        cls.attrs["collected"] = True
+        owner = cls.get("interp") or self
+        for fn in cls.get("methods").values():
+            owner.summary(fn, cls)
+
+
+UNKNOWN_PARAM = Value(UNKNOWN)
+
+
+def mark_maybe(value: Value) -> Value:
+    """A value that reaches here only on a path the caller cannot confirm (see rules.base.on_some_path)."""
+    if value.kind in GUARDED_KINDS and not value.get("maybe"):
+        return value.derive(maybe=True)
+    return value
+
+
+def _instance_after(instance: Value, fn, exits: list[Env]) -> Value:
+    """The instance with what the method left in `self.x` on every way out of it."""
+    self_name = _self_name(fn)
+    if self_name is None or not exits:
+        return instance
+    prefix = self_name + "."
+    changed: dict[str, list] = {}
+    for exit_env in exits:
+        for key, values in exit_env.names.items():
+            if key.startswith(prefix) and "." not in key[len(prefix):]:
+                changed.setdefault(key[len(prefix):], []).append(values)
+    if not changed:
+        return instance
+    state = dict(instance.get("state") or {})
+    for attr, seen in changed.items():
+        # a way out that did not assign keeps the old value
+        if len(seen) < len(exits):
+            seen.append(state.get(attr) or unknown())
+        state[attr] = union(*seen)
+    return instance.derive(state=state)
+
+
+def _self_name(fn) -> str | None:
+    params = [*fn.params.posonly_params, *fn.params.params]
+    return params[0].name.value if params else None
+
+
+def find_method(cls: Value, name: str):
+    for owner in _mro(cls):
+        fn = owner.get("methods", {}).get(name)
+        if fn is not None:
+            return owner, fn
+    return None
+
+
+def _mro(cls: Value):
+    seen = set()
+    stack = [cls]
+    while stack:
+        current = stack.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(current.get("bases") or ())
+
+
+# Libraries whose classes peftdoctor models: a local subclass acts as its library class.
+MODELLED_LIBRARIES = ("transformers.", "trl.", "peft.")
+
+
+def _library_base(bases: list[Values]) -> str | None:
+    """The modelled library class a local class derives from, directly or through local classes."""
+    for values in bases:
+        for value in values:
+            if value.kind == REF and value.get("qualname", "").startswith(MODELLED_LIBRARIES):
+                return value.get("qualname")
+            if value.kind == CLASS and value.get("library_base"):
+                return value.get("library_base")
+    return None
+
+
+def _decorated(fn: cst.FunctionDef, name: str) -> bool:
+    return any(dotted(d.decorator) == name for d in fn.decorators)
+
+
+def _function_body(node):
+    body = node.body
+    if isinstance(body, cst.IndentedBlock):
+        return body.body
+    if isinstance(body, cst.SimpleStatementSuite):
+        return [cst.SimpleStatementLine(body=body.body)]
+    return []
+
+
+__all__ = ["LocalCalls", "LOCAL", "find_method"]

@@ -1,0 +1,34 @@
+"""Name -> values at one point of a walk, with the module's names behind a function's own."""
+
+from __future__ import annotations
+
+from peftdoctor.facts.values import Value, Values, union
+
+
+class Env:
+    def __init__(self, parent: "Env | None" = None, names: dict | None = None):
+        self.parent = parent
+        self.names: dict[str, Values] = dict(names or {})
+
+    def lookup(self, name: str) -> Values | None:
+        if name in self.names:
+            return self.names[name]
+        return self.parent.lookup(name) if self.parent else None
+
+    def copy(self) -> "Env":
+        return Env(self.parent, self.names)
+
+    def replace(self, old: Value, new: Value) -> None:
+        """Every local name that may hold `old` now holds `new` (an in-place change)."""
+        for key, values in self.names.items():
+            if any(v is old for v in values):
+                self.names[key] = tuple(new if v is old else v for v in values)
+
+    def value_ids(self) -> set[int]:
+        return {id(v) for values in self.names.values() for v in values}
+
+    def merge_from(self, branches: list["Env"]) -> None:
+        keys = set()
+        for branch in branches:
+            keys.update(branch.names)
+        self.names = {key: union(*(b.names[key] for b in branches if key in b.names)) for key in keys}

@@ -1,0 +1,202 @@
+"""The project layer: a project's own modules, each parsed and interpreted once per run.
+
+Imports of the project's own modules (`from .utils import load_model`, `import utils`,
+`from src.trainer import MyTrainer`, re-exports through a package `__init__`) resolve
+to its files. A module is parsed, and its top level interpreted, the first time a name
+of it is used, never twice; a call into it reads the summary of the called function
+(see calls.py). Names of the libraries peftdoctor models are never resolved locally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import libcst as cst
+
+from peftdoctor.facts.names import FLAT_LIBRARIES, canonical, dotted
+from peftdoctor.facts.values import LOCAL, REF, Value, Values
+
+# Never a project module, even when a folder of that name exists (vendored copies).
+LIBRARY_TOPS = FLAT_LIBRARIES | {"torch", "safetensors", "datasets", "deepspeed", "diffusers", "numpy"}
+
+
+@dataclass
+class ParsedModule:
+    path: Path
+    source: str
+    module: cst.Module
+    tree: object  # the ast tree when Python's parser read it (exact call positions), else None
+
+
+Loader = Callable[[Path], "ParsedModule | None"]
+
+
+class Project:
+    """All local modules of one checked project; `interpreter(path)` runs a module once."""
+
+    def __init__(self, root: Path, load: Loader):
+        self.root = root.resolve()
+        self._load = load
+        self._parsed: dict[Path, ParsedModule | None] = {}
+        self._interpreters: dict[Path, object] = {}
+        self._running: set[Path] = set()
+        self._resolved: dict[tuple, Path | None] = {}
+        self.inline_budget = 4000  # context-sensitive walks per run; beyond it, summaries only
+
+    # ------------------------------------------------------------------ modules
+    def parsed(self, path: Path) -> ParsedModule | None:
+        path = path.resolve()
+        if path not in self._parsed:
+            self._parsed[path] = self._load(path)
+        return self._parsed[path]
+
+    def add_parsed(self, parsed: ParsedModule) -> None:
+        """A module the engine already parsed (so it is never parsed twice)."""
+        self._parsed[parsed.path.resolve()] = parsed
+
+    def interpreter(self, path: Path):
+        """The module's interpreter after its top level and functions ran; None if unreadable."""
+        from peftdoctor.facts.interpreter import Interpreter
+
+        path = path.resolve()
+        found = self._interpreters.get(path)
+        if found is not None:
+            return found
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None
+        interp = Interpreter(parsed.module, path=path, project=self)
+        self._interpreters[path] = interp
+        self._running.add(path)
+        try:
+            interp.run()
+        finally:
+            self._running.discard(path)
+        return interp
+
+    def interpreters(self):
+        return dict(self._interpreters)
+
+    def lookup(self, path: Path, name: str) -> Values | None:
+        """What `name` holds at the end of module `path`'s top level (a cycle sees what ran so far)."""
+        interp = self._interpreters.get(path.resolve())
+        if interp is None:
+            interp = self.interpreter(path)
+        if interp is None:
+            return None
+        found = interp.module_env.names.get(name)
+        if found is None:
+            submodule = self.submodule(path, name)
+            if submodule is not None:
+                return (Value(LOCAL, module=submodule, name=None),)
+        return found
+
+    # ---------------------------------------------------------------- imports
+    def submodule(self, package_file: Path, name: str) -> Path | None:
+        if package_file.name != "__init__.py":
+            return None
+        return _module_file(package_file.parent / name)
+
+    def resolve(self, importer: Path, module: str | None, level: int) -> Path | None:
+        """The file of module `module` imported from `importer` (relative when `level` > 0)."""
+        key = (importer.parent, module, level)
+        if key in self._resolved:
+            return self._resolved[key]
+        found = None
+        parts = module.split(".") if module else []
+        if level > 0:
+            base = importer.parent
+            for _ in range(level - 1):
+                base = base.parent
+            found = _module_file(base.joinpath(*parts)) if parts else _module_file(base)
+        elif parts and parts[0] not in LIBRARY_TOPS:
+            for folder in self._search_folders(importer):
+                found = _module_file(folder.joinpath(*parts))
+                if found is not None:
+                    break
+        self._resolved[key] = found
+        return found
+
+    def _search_folders(self, importer: Path):
+        """The script's folder, then every folder up to the project root (a `src/` layout included)."""
+        folder = importer.parent
+        yield folder
+        while folder != self.root and self.root in folder.parents:
+            folder = folder.parent
+            yield folder
+        source = self.root / "src"
+        if source.is_dir():
+            yield source
+
+    def import_bindings(self, importer: Path, node) -> list[tuple[str, Values]] | None:
+        """(local name, values) for an import of the project's own modules; None when not local."""
+        if isinstance(node, cst.Import):
+            bindings = []
+            for alias in node.names:
+                full = dotted(alias.name) or ""
+                target = self.resolve(importer, full, 0)
+                if target is None:
+                    return None
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    bindings.append((alias.asname.name.value, (Value(LOCAL, module=target, name=None),)))
+                else:
+                    top = full.split(".")[0]
+                    top_file = self.resolve(importer, top, 0)
+                    bindings.append((top, (Value(LOCAL, module=top_file or target, name=None),)))
+            return bindings
+        if isinstance(node.names, cst.ImportStar):
+            return None
+        level = len(node.relative)
+        module = dotted(node.module) if node.module is not None else None
+        target = self.resolve(importer, module, level)
+        if target is None:
+            if level > 0 and module is None:
+                target = _module_file(_up(importer.parent, level - 1))
+            if target is None:
+                return [] if level > 0 else None  # an unresolved relative import binds unknowns
+        bindings = []
+        for alias in node.names:
+            name = dotted(alias.name) or ""
+            local = name
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            bindings.append((local, (Value(LOCAL, module=target, name=name),)))
+        return bindings
+
+    def resolve_local(self, value: Value) -> Values | None:
+        """What a LOCAL value stands for: a module (kept as is) or a name in that module."""
+        name = value.get("name")
+        if name is None:
+            return (value,)
+        return self.lookup(value.get("module"), name)
+
+    # --------------------------------------------------------------- positions
+    def position(self, node) -> tuple[Path, tuple[int, int, int, int]] | None:
+        """The file and position of a call node of any interpreted module."""
+        for path, interp in self._interpreters.items():
+            facts = interp.facts
+            if facts is not None and facts.owns(node):
+                return path, facts.position(node)
+        return None
+
+
+def _up(folder: Path, levels: int) -> Path:
+    for _ in range(levels):
+        folder = folder.parent
+    return folder
+
+
+def _module_file(base: Path) -> Path | None:
+    candidate = base.with_name(base.name + ".py") if base.name else None
+    if candidate is not None and candidate.is_file():
+        return candidate.resolve()
+    package = base / "__init__.py"
+    if package.is_file():
+        return package.resolve()
+    return None
+
+
+def library_ref(qualname: str) -> Values:
+    return (Value(REF, qualname=canonical(qualname)),)
