@@ -6,8 +6,8 @@ Decided, in order, from:
 2. the project's pins: requirements files, pyproject.toml (PEP 621 dependencies,
    optional dependencies, dependency groups, Poetry), setup.py, setup.cfg and conda
    environment files. The nearest pin to the checked file wins. Candidates are the
-   pin files in the file's folder and every folder above it up to the project root
-   (and on up to the git checkout's top), plus the pin files anywhere in the project
+   pin files in the file's folder and every folder above it, up to the top of the git
+   checkout (so a sub-project also sees its checkout's pins), plus the pin files anywhere in the project
    that sit in a folder holding no Python code (`requirements/train.txt`,
    `envs/environment.yml`): those describe the whole project. A pin file next to
    other code (`other_tool/requirements.txt`) describes that code only;
@@ -144,29 +144,32 @@ class Pin:
     def allows(self, version: Version) -> bool:
         return all(spec.allows(version) for spec in self.specs)
 
-    def choose(self) -> tuple[Version, bool] | None:
-        """(the version this pin stands for, exact?); None when it only sets a floor below the current release."""
+    def choose(self) -> tuple[Version, str] | None:
+        """(the version this pin stands for, how: "exact" | "newest" | "lowest"); None for a floor such as >=0.10."""
         for spec in self.specs:
             if spec.op == "==":
-                return spec.version, True
+                return spec.version, "exact"
         uppers = [s for s in self.specs if s.op in ("<", "<=")]
-        lowers = [s for s in self.specs if s.op in (">=", ">")]
+        lowers = [s.version for s in self.specs if s.op in (">=", ">")]
+        lowest = max(lowers, key=_sortable, default=None)
         if not uppers:
-            current = parse_version(CURRENT_RELEASES[self.library])
-            newest = max((s.version for s in lowers), default=None, key=lambda v: v + (0,) * (8 - len(v)))
-            if newest is not None and less(current, newest):
-                return newest, False  # asks for a release newer than we know: assume that one
+            if lowest is not None and less(parse_version(CURRENT_RELEASES[self.library]), lowest):
+                return lowest, "lowest"  # asks for a release newer than we know: assume that one
             return None
         found = newest_known(self.library, None, None, self.allows)
         if found is not None:
-            return found, False
+            return found, "newest"
         inclusive = [s.version for s in uppers if s.op == "<="]
         if inclusive:
-            return min(inclusive, key=lambda v: v + (0,) * (8 - len(v))), False
-        if lowers:
-            return max((s.version for s in lowers), key=lambda v: v + (0,) * (8 - len(v))), False
-        high = min((s.version for s in uppers), key=lambda v: v + (0,) * (8 - len(v)))
-        return ((*high[:-1], high[-1] - 1, 999) if high[-1] > 0 else high), False
+            return min(inclusive, key=_sortable), "newest"
+        if lowest is not None:
+            return lowest, "lowest"
+        high = min((s.version for s in uppers), key=_sortable)
+        return ((*high[:-1], high[-1] - 1, 999) if high[-1] > 0 else high), "newest"
+
+
+def _sortable(version: Version) -> Version:
+    return version + (0,) * (8 - len(version))
 
 
 # ---------------------------------------------------------------- file readers
@@ -411,23 +414,19 @@ def _project_wide(root: Path) -> tuple[Path, ...]:
     return tuple(Path(f) for f in pin_folders if f not in has_code)
 
 
-def _git_top(root: Path) -> Path | None:
-    for candidate in (root, *root.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
-
-
 @lru_cache(maxsize=1024)
 def _candidate_files(folder: Path) -> tuple[tuple[Path, Path], ...]:
-    """(pin file, project root) pairs, nearest to `folder` first."""
+    """(pin file, project root) pairs, nearest to `folder` first.
+
+    Every folder from `folder` up to the top of the git checkout (or the filesystem root when there
+    is none), so a sub-project still sees the checkout's pins; then the project's code-free folders.
+    """
     root = find_project_root(folder / "__peftdoctor__.py")
-    ancestors = [folder]
-    if root in folder.parents:
-        ancestors += [p for p in folder.parents if p == root or root in p.parents]
-    top = _git_top(root)
-    if top is not None and top != root and top in root.parents:
-        ancestors += [p for p in root.parents if p == top or top in p.parents]
+    ancestors = []
+    for candidate in (folder, *folder.parents):
+        ancestors.append(candidate)
+        if (candidate / ".git").exists():
+            break
     ranked = []
     for index, ancestor in enumerate(ancestors):
         for path in _pin_files_in(ancestor):
@@ -484,12 +483,12 @@ def project_version(library: str, file_path: str, configured: dict | None = None
                               "config")
     pin, loose, root = pin_for(library, file_path)
     if pin is not None:
-        version, exact = pin.choose()
+        version, how = pin.choose()
         where = _where(Path(pin.path), root) if root else Path(pin.path).name
-        if exact:
+        if how == "exact":
             text = f"{library} {shown(version)}, pinned in {where}"
         else:
-            text = f"{library} {shown(version)}, the newest release allowed by {pin.written} in {where}"
+            text = f"{library} {shown(version)}, the {how} release allowed by {pin.written} in {where}"
         return ProjectVersion(library, version, text, pin.path, "pin")
     if implied is not None:
         chosen = implied.representative(loose.allows if loose is not None else None)

@@ -503,3 +503,59 @@ def test_pd302_use_instead_new_rows_are_learned(config, base_dir):
     before = _effective_new_rows(model, tokenizer)
     _train_a_few_steps(model, tokenizer)
     assert not torch.allclose(_effective_new_rows(model, tokenizer), before)
+
+
+def _what_trl_does(trainer_class, model, config, **kwargs) -> str:
+    """Build a TRL trainer with a PeftModel plus peft_config and say what became of the model."""
+    from peftdoctor.rules.pd102_peft_on_peft import IGNORES, MERGES, RAISES, WRAPS
+
+    try:
+        trainer = trainer_class(model=model, peft_config=config, **kwargs)
+    except ValueError as exc:
+        assert "You passed a `PeftModel` instance together with a `peft_config`" in str(exc)
+        return RAISES
+    built = trainer.model
+    if isinstance(built.base_model.model, PeftModel):
+        return WRAPS
+    if built is model and built.peft_config["default"].r == 4:
+        return IGNORES
+    assert isinstance(built, PeftModel) and built.peft_config["default"].r == config.r
+    return MERGES
+
+
+def test_pd102_trl_trainers_do_what_the_version_table_says_for_the_installed_trl(tmp_path):
+    """The row of PD102's TRL table for the installed release (the current one: 1.16.0) is what TRL does."""
+    trl = pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from peftdoctor.facts.api_versions import parse_version
+    from peftdoctor.rules.pd102_peft_on_peft import RAISES, trl_behaviour
+    from peftdoctor.versions import CURRENT_RELEASES
+
+    installed = parse_version(trl.__version__)
+    common = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no",
+                  disable_tqdm=True)
+    text = datasets.Dataset.from_dict({"text": ["w5 w6 w7 w8", "w9 w10 w11"] * 2})
+    pairs = datasets.Dataset.from_dict({"prompt": ["w5 w6", "w7 w8"], "chosen": [" w9", " w10"],
+                                        "rejected": [" w11", " w12"]})
+
+    sft = _what_trl_does(SFTTrainer, get_peft_model(tiny_llama(), lora()), lora(r=2),
+                         args=SFTConfig(str(tmp_path / "sft"), max_length=16, **common),
+                         train_dataset=text, processing_class=tiny_tokenizer())
+    dpo = _what_trl_does(DPOTrainer, get_peft_model(tiny_llama(), lora()), lora(r=2),
+                         args=DPOConfig(str(tmp_path / "dpo"), max_length=16, **common),
+                         train_dataset=pairs, processing_class=tiny_tokenizer())
+    assert sft == trl_behaviour("SFTTrainer", installed)
+    assert dpo == trl_behaviour("DPOTrainer", installed)
+    if trl.__version__ == CURRENT_RELEASES["trl"]:
+        assert sft == dpo == RAISES
+
+    # The fix for the trainer form: the PeftModel alone is trained as it is, not wrapped again.
+    model = get_peft_model(tiny_llama(), lora())
+    trainer = SFTTrainer(model=model, args=SFTConfig(str(tmp_path / "alone"), max_length=16, **common),
+                         train_dataset=text, processing_class=tiny_tokenizer())
+    assert trainer.model is model and not isinstance(trainer.model.base_model.model, PeftModel)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)

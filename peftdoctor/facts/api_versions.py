@@ -224,8 +224,16 @@ def clues_in(facts) -> list[Clue]:
                 if key in seen:
                     continue
                 seen.add(key)
-                found.append(Clue(row, f"{row.label(keyword)} at line {facts.line_of(event.node)}"))
+                found.append(Clue(row, f"{row.label(keyword)} at line {facts.line_of(_where(event.node, keyword))}"))
     return found
+
+
+def _where(call, keyword: str | None):
+    """The keyword argument itself (its line), else the call."""
+    for arg in getattr(call, "args", ()):
+        if keyword is not None and arg.keyword is not None and arg.keyword.value == keyword:
+            return arg
+    return call
 
 
 def implied_from(clues: list[Clue]) -> dict[str, Implied]:
