@@ -230,8 +230,12 @@ def _load_module(path: Path):
     """A module of the project, parsed once, for the facts (None when it cannot be read or parsed)."""
     from peftdoctor.facts.project import ParsedModule
 
+    from peftdoctor.facts.library import RELEVANT_WORDS
+
     try:
         source = read_source(path)
+        if path.name != "__init__.py" and not any(word in source for word in RELEVANT_WORDS):
+            return None
         tree = ast.parse(source)
         return ParsedModule(path, source, cst.parse_module(source), tree)
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError, cst.ParserSyntaxError):

@@ -35,7 +35,7 @@ from peftdoctor.facts.values import (
     unknown,
 )
 
-MAX_INLINE_DEPTH = 6
+MAX_INLINE_DEPTH = 4
 # Argument kinds worth a context-sensitive walk of the callee.
 TRACKED_KINDS = frozenset({
     "base_model", "peft_model", "peft_config", "tokenizer", "training_args", "trainer", "optimizer",
@@ -133,11 +133,32 @@ class LocalCalls:
         budget_left = project.inline_budget > 0 if project is not None else self._local_budget > 0
         if not budget_left or len(self.inline_stack) >= MAX_INLINE_DEPTH or fn in self.inline_stack:
             return False
+        if not self._recording:
+            return False  # inside a summary walk, summaries all the way down: linear cost
         if bound_self is not None:
             return True  # a method of an instance followed along this path, or a constructor
+        if self._uses_a_default(fn, event):
+            return True
         passed = [*event.args, *event.kwargs.values()]
         return any(v.kind in TRACKED_KINDS or (v.kind == CONST and isinstance(v.get("value"), bool))
                    for values in passed for v in values)
+
+    def _uses_a_default(self, fn: cst.FunctionDef, event) -> bool:
+        """The call leaves out a parameter whose default is a literal the callee may decide on."""
+        if event.star_kwargs:
+            return False
+        positional = [*fn.params.posonly_params, *fn.params.params]
+        offset = 1 if positional and positional[0].name.value in ("self", "cls") else 0
+        for index, param in enumerate([*positional[offset:], *fn.params.kwonly_params]):
+            if param.default is None or param.name.value in event.kwargs:
+                continue
+            if index < len(positional) - offset and index < len(event.args):
+                continue
+            default = self.defaults.get(id(param)) or ()
+            if any(v.kind == CONST and (v.get("value") is None or isinstance(v.get("value"), (bool, list)))
+                   for v in default):
+                return True
+        return False
 
     def inline(self, fn: cst.FunctionDef, cls: Value | None, event, caller_env: Env, caller,
                bound_self: Value | None, skip_self: bool) -> Values:
@@ -272,7 +293,7 @@ class LocalCalls:
         if name in state:
             return state[name]
         cls = instance.get("cls")
-        self.collect_fields(cls)
+        self.collect_fields(cls, name)
         for owner in _mro(cls):
             stored = owner.get("fields").get(name)
             if stored:
@@ -284,14 +305,19 @@ class LocalCalls:
         kept = tuple(v if v.kind != PARAM else UNKNOWN_PARAM for v in values)
         cls.get("fields").setdefault(name, []).append((self._scope, kept))
 
-    def collect_fields(self, cls: Value) -> None:
-        """Walk every method of a class once (not recorded) so its `self.x` assignments are known."""
-        if cls.attrs.get("collected"):
-            return
-        cls.attrs["collected"] = True
-        owner = cls.get("interp") or self
-        for fn in cls.get("methods").values():
-            owner.summary(fn, cls)
+    def collect_fields(self, cls: Value, name: str | None = None) -> None:
+        """Walk (once, not recorded) the methods that assign `self.<name>` (all of them when name is None),
+        so what they store is known to the others."""
+        collected = cls.attrs.setdefault("collected", set())
+        for owner in _mro(cls):
+            interp = owner.get("interp") or self
+            for attr, methods in _assigners(owner).items():
+                if name is not None and attr != name:
+                    continue
+                for fn in methods:
+                    if id(fn) not in collected:
+                        collected.add(id(fn))
+                        interp.summary(fn, owner)
 
 
 UNKNOWN_PARAM = Value(UNKNOWN)
@@ -329,6 +355,57 @@ def _instance_after(instance: Value, fn, exits: list[Env]) -> Value:
 def _self_name(fn) -> str | None:
     params = [*fn.params.posonly_params, *fn.params.params]
     return params[0].name.value if params else None
+
+
+def _assigners(cls: Value) -> dict[str, list]:
+    """attr -> the methods of `cls` that assign `self.attr` (found once, by syntax)."""
+    found = cls.attrs.get("assigners")
+    if found is not None:
+        return found
+    found = {}
+    for fn in cls.get("methods").values():
+        self_name = _self_name(fn)
+        if self_name is None:
+            continue
+        for node in _small_statements(fn.body):
+            targets = []
+            if isinstance(node, cst.Assign):
+                targets = [t.target for t in node.targets]
+            elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
+                targets = [node.target]
+            for target in targets:
+                if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) \
+                        and target.value.value == self_name:
+                    methods = found.setdefault(target.attr.value, [])
+                    if fn not in methods:
+                        methods.append(fn)
+    cls.attrs["assigners"] = found
+    return found
+
+
+def _small_statements(block):
+    """Every simple statement of a block and its nested compound statements (not nested functions):
+    statements only, so it costs a fraction of a walk over every expression node."""
+    stack = [block]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.SimpleStatementLine):
+            yield from current.body
+        elif isinstance(current, cst.SimpleStatementSuite):
+            yield from current.body
+        elif isinstance(current, (cst.IndentedBlock, cst.Module)):
+            stack.extend(current.body)
+        elif isinstance(current, (cst.FunctionDef, cst.ClassDef)):
+            continue
+        else:
+            for attr in ("body", "orelse", "finalbody"):
+                part = getattr(current, attr, None)
+                if isinstance(part, (list, tuple)):
+                    stack.extend(part)
+                elif part is not None:
+                    stack.append(part)
+            stack.extend(getattr(current, "handlers", ()) or ())
+            stack.extend(getattr(current, "cases", ()) or ())
 
 
 def find_method(cls: Value, name: str):

@@ -38,14 +38,18 @@ def literals(code_for, test, holds: bool) -> list[Literal]:
 
 
 def _text(code_for, node) -> str:
-    return " ".join(code_for(node).split())
+    return code_for(node)
 
 
-def mark(branch: Env, before_ids: set[int], known: list[Literal]) -> None:
-    """Values the branch created or changed carry the branch's condition from now on."""
-    if not known:
+def mark(branch: Env, before_ids: set[int], known) -> None:
+    """Values the branch created or changed carry the branch's condition from now on.
+    `known` computes the condition's literals, only when some value needs them."""
+    if not any(id(v) not in before_ids and v.kind in GUARDED_KINDS
+               for values in branch.names.values() for v in values):
         return
-    guard = frozenset(known)
+    guard = frozenset(known())
+    if not guard:
+        return
     derived: dict[int, object] = {}
     for key, values in branch.names.items():
         changed = False
@@ -63,11 +67,12 @@ def mark(branch: Env, before_ids: set[int], known: list[Literal]) -> None:
             branch.names[key] = tuple(out)
 
 
-def prune(env: Env, known: list[Literal]) -> None:
-    """Drop values made under the opposite of what is known here (never a name's last value)."""
-    if not known:
+def prune(env: Env, known) -> None:
+    """Drop values made under the opposite of what is known here (never a name's last value).
+    `known` computes the condition's literals, only when some value carries a guard."""
+    if not any(v.get("guard") for values in env.names.values() for v in values if v.kind in GUARDED_KINDS):
         return
-    opposite = {(text, not holds) for text, holds in known}
+    opposite = {(text, not holds) for text, holds in known()}
     for key, values in env.names.items():
         kept = tuple(v for v in values if not (v.get("guard") and v.get("guard") & opposite))
         if kept and len(kept) != len(values):

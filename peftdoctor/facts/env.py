@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peftdoctor.facts.values import Value, Values, union
+from peftdoctor.facts.values import GUARDED_KINDS, Value, Values, union
 
 
 class Env:
@@ -24,8 +24,9 @@ class Env:
             if any(v is old for v in values):
                 self.names[key] = tuple(new if v is old else v for v in values)
 
-    def value_ids(self) -> set[int]:
-        return {id(v) for values in self.names.values() for v in values}
+    def guarded_ids(self) -> set[int]:
+        """The values a branch may later be told apart from (see conditions.py)."""
+        return {id(v) for values in self.names.values() for v in values if v.kind in GUARDED_KINDS}
 
     def merge_from(self, branches: list["Env"]) -> None:
         keys = set()

@@ -96,19 +96,28 @@ class Interpreter(LocalCalls):
         self.defaults: dict[int, Values] = {}  # id(Param) -> its default, evaluated where defined
         self.return_envs: list[Env] | None = None  # the env at each `return` of an inlined walk
         self.module_env = Env()
+        self.functions_walked = False
+        self._texts: dict[int, str] = {}
 
     # ----------------------------------------------------------------- driving
-    def run(self) -> None:
+    def run(self, walk_functions: bool = True) -> None:
+        """The top level, then (for a file whose findings are wanted) every function with unknown
+        parameters. A module read only for the names it exports skips the second part."""
         self.enter_scope(self.module)
         self.exec_block(self.module.body, self.module_env)
+        if walk_functions:
+            self.walk_functions()
+
+    def walk_functions(self) -> None:
+        if self.functions_walked:
+            return
+        self.functions_walked = True
         done: set[int] = set()
         while self._queue:
             fn, cls = self._queue.pop(0)
             if id(fn) in done:
                 continue
             done.add(id(fn))
-            if cls is not None:
-                self.collect_fields(cls)
             self.walk_function(fn, cls, record=True)
 
     def enter_scope(self, node) -> ScopeInfo:
@@ -124,7 +133,14 @@ class Interpreter(LocalCalls):
         return const(None)
 
     def code_for(self, node) -> str:
-        return self.module.code_for_node(node)
+        """Source text of an expression (a condition's key); names and attributes cost nothing."""
+        text = dotted(node)
+        if text is not None:
+            return text
+        key = id(node)
+        if key not in self._texts:
+            self._texts[key] = " ".join(self.module.code_for_node(node).split())
+        return self._texts[key]
 
     # -------------------------------------------------------------- statements
     def exec_block(self, statements, env: Env) -> bool:
@@ -218,7 +234,7 @@ class Interpreter(LocalCalls):
 
     def _exec_if(self, node: cst.If, env: Env) -> bool:
         self.eval(node.test, env)
-        before = env.value_ids()
+        before = env.guarded_ids()
         then_env = env.copy()
         self.narrow(node.test, then_env, True)
         then_left = self.exec_block(_body(node.body), then_env)
@@ -229,8 +245,8 @@ class Interpreter(LocalCalls):
             else_left = self._exec_if(node.orelse, else_env)
         elif isinstance(node.orelse, cst.Else):
             else_left = self.exec_block(_body(node.orelse.body), else_env)
-        conditions.mark(then_env, before, conditions.literals(self.code_for, node.test, True))
-        conditions.mark(else_env, before, conditions.literals(self.code_for, node.test, False))
+        conditions.mark(then_env, before, lambda: conditions.literals(self.code_for, node.test, True))
+        conditions.mark(else_env, before, lambda: conditions.literals(self.code_for, node.test, False))
         branches = [b for b, left in ((then_env, then_left), (else_env, else_left)) if not left]
         if not branches:
             return True
@@ -276,7 +292,7 @@ class Interpreter(LocalCalls):
 
     def narrow(self, test, env: Env, holds: bool) -> None:
         """What a branch knows: its condition (correlated branches), and `isinstance(x, PeftModel)`."""
-        conditions.prune(env, conditions.literals(self.code_for, test, holds))
+        conditions.prune(env, lambda: conditions.literals(self.code_for, test, holds))
         self._narrow_isinstance(test, env, holds)
 
     def _narrow_isinstance(self, test, env: Env, holds: bool) -> None:
@@ -350,10 +366,16 @@ class Interpreter(LocalCalls):
             return self._eval_attribute(node, env)
         if isinstance(node, cst.Call):
             return self.eval_call(node, env)
-        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        if isinstance(node, cst.SimpleString):
+            text = string_value(node)
+            return const(text) if isinstance(text, str) else unknown()
+        if isinstance(node, cst.ConcatenatedString):
             text = node.evaluated_value
             return const(text) if isinstance(text, str) else unknown()
-        if isinstance(node, (cst.Integer, cst.Float)):
+        if isinstance(node, cst.Integer):
+            text = node.value
+            return const(int(text) if text.isdigit() else node.evaluated_value)
+        if isinstance(node, cst.Float):
             return const(node.evaluated_value)
         if isinstance(node, (cst.List, cst.Tuple, cst.Set)):
             return self._eval_sequence(node, env)
@@ -550,6 +572,15 @@ class Interpreter(LocalCalls):
         env.replace(old, new)
         if self._mutations is not None:
             self._mutations.append((old, new))
+
+
+def string_value(node: cst.SimpleString):
+    """A string literal's value; plain literals without escapes skip libcst's `ast.literal_eval`."""
+    raw = node.value
+    if raw[:1] in "'\"" and "\\" not in raw:
+        quote = raw[:3] if raw[:3] in ('"""', "'''") else raw[0]
+        return raw[len(quote):-len(quote)]
+    return node.evaluated_value
 
 
 def _body(block):

@@ -65,6 +65,12 @@ PASS_THROUGH_BUILTINS = {"list", "tuple", "enumerate", "filter", "sorted", "iter
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
 
 
+# A module of the project that mentions none of these cannot change what a rule sees; it is
+# read for the names it exports only when it does (or when it is a package __init__, for re-exports).
+RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "okenizer",
+                  "resize_token_embeddings", "bitsandbytes", "unsloth")
+
+
 # --------------------------------------------------------------------- helpers
 def dtype_of(values: Values | None) -> str | None:
     """'float16' / 'bfloat16' / 'float32' / 'auto' when every path agrees, else None."""
@@ -110,6 +116,15 @@ def _kwargs_literal(event) -> dict:
                 literal = NOT_LITERAL
         fields[key] = literal
     return fields
+
+
+def _kwargs_alternatives(event) -> dict:
+    """Keyword -> the literals it holds, one per path, where the paths disagree (`None` or a list)."""
+    alternatives = {}
+    for key, values in event.kwargs.items():
+        if len(values) > 1 and all(v.kind == CONST for v in values):
+            alternatives[key] = tuple(v.get("value") for v in values)
+    return alternatives
 
 
 def _task_of_class(class_name: str):
@@ -197,7 +212,8 @@ def _peft_call(interp, event, env, parts) -> Values:
     if last.endswith("Config") and last[:1].isupper() and len(parts) == 2:
         if event.star_kwargs or event.args:
             return (Value(PEFT_CONFIG, event.node, known=False),)
-        return (Value(PEFT_CONFIG, event.node, known=True, peft_class=last, fields=_kwargs_literal(event)),)
+        return (Value(PEFT_CONFIG, event.node, known=True, peft_class=last, fields=_kwargs_literal(event),
+                      alternatives=_kwargs_alternatives(event)),)
     if last == "prepare_model_for_kbit_training":
         return _prepare_for_kbit(interp, env, event)
     if last == "cast_mixed_precision_params":
@@ -394,8 +410,9 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
             new = value.derive(unfrozen=True)
     elif method == "resize_token_embeddings":
         added = _tokens_added(interp, event, env)
-        interp.mutate(env, value, value.derive(resized=True, new_tokens=added, resized_at=event.node))
-        return unknown()
+        resized = value.derive(resized=True, new_tokens=added, resized_at=event.node)
+        interp.mutate(env, value, resized)
+        return (resized,)  # the event's result: the model as resized on this path
     elif method in ("merge_and_unload", "unload", "get_base_model") and value.kind == PEFT_MODEL:
         base = value.get("base") or ()
         template = base[0] if len(base) == 1 and base[0].kind == BASE_MODEL else None

@@ -41,7 +41,6 @@ class Project:
         self._load = load
         self._parsed: dict[Path, ParsedModule | None] = {}
         self._interpreters: dict[Path, object] = {}
-        self._running: set[Path] = set()
         self._resolved: dict[tuple, Path | None] = {}
         self.inline_budget = 4000  # context-sensitive walks per run; beyond it, summaries only
 
@@ -56,24 +55,22 @@ class Project:
         """A module the engine already parsed (so it is never parsed twice)."""
         self._parsed[parsed.path.resolve()] = parsed
 
-    def interpreter(self, path: Path):
-        """The module's interpreter after its top level and functions ran; None if unreadable."""
+    def interpreter(self, path: Path, walk_functions: bool = True):
+        """The module's interpreter after its top level ran, and its functions when `walk_functions`
+        (a file whose findings are wanted; a module read for its names skips them); None if unreadable."""
         from peftdoctor.facts.interpreter import Interpreter
 
         path = path.resolve()
-        found = self._interpreters.get(path)
-        if found is not None:
-            return found
-        parsed = self.parsed(path)
-        if parsed is None:
-            return None
-        interp = Interpreter(parsed.module, path=path, project=self)
-        self._interpreters[path] = interp
-        self._running.add(path)
-        try:
-            interp.run()
-        finally:
-            self._running.discard(path)
+        interp = self._interpreters.get(path)
+        if interp is None:
+            parsed = self.parsed(path)
+            if parsed is None:
+                return None
+            interp = Interpreter(parsed.module, path=path, project=self)
+            self._interpreters[path] = interp
+            interp.run(walk_functions=False)
+        if walk_functions:
+            interp.walk_functions()
         return interp
 
     def interpreters(self):
@@ -83,7 +80,7 @@ class Project:
         """What `name` holds at the end of module `path`'s top level (a cycle sees what ran so far)."""
         interp = self._interpreters.get(path.resolve())
         if interp is None:
-            interp = self.interpreter(path)
+            interp = self.interpreter(path, walk_functions=False)
         if interp is None:
             return None
         found = interp.module_env.names.get(name)
@@ -165,12 +162,22 @@ class Project:
             bindings.append((local, (Value(LOCAL, module=target, name=name),)))
         return bindings
 
-    def resolve_local(self, value: Value) -> Values | None:
-        """What a LOCAL value stands for: a module (kept as is) or a name in that module."""
+    def resolve_local(self, value: Value, depth: int = 0) -> Values | None:
+        """What a LOCAL value stands for: a module (kept as is) or a name in that module,
+        followed through re-exports (`from .modeling import X` in a package `__init__`)."""
         name = value.get("name")
         if name is None:
             return (value,)
-        return self.lookup(value.get("module"), name)
+        found = self.lookup(value.get("module"), name)
+        if found is None or depth > 8:
+            return found
+        out = []
+        for item in found:
+            if item.kind == LOCAL and item.get("name") is not None:
+                out.extend(self.resolve_local(item, depth + 1) or ())
+            else:
+                out.append(item)
+        return tuple(out) or None
 
     # --------------------------------------------------------------- positions
     def position(self, node) -> tuple[Path, tuple[int, int, int, int]] | None:

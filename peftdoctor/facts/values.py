@@ -39,13 +39,13 @@ GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAIN
 # declared here is a typo and raises instead of silently reading None.
 FIELDS = frozenset({
     "value", "complete", "qualname", "builtin", "items", "node", "cls", "name", "methods", "index", "module",
-    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "maybe", "state",
+    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "assigners", "maybe", "state",
     # models
     "class_name", "dtype", "quantized", "head", "head_task", "resized", "new_tokens", "resized_at",
     "plain_again", "kbit_prepared", "casted", "halved_at", "via", "base", "config", "trainable", "frozen_by",
     "frozen_how", "autocast", "unfrozen", "inner_peft",
     # configs, tokenizers, training
-    "known", "peft_class", "fields_literal", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
+    "known", "peft_class", "alternatives", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
     "peft_config", "mixed_precision", "models",
 })
 

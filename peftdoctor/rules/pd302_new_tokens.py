@@ -1,7 +1,7 @@
 """PD302: tokens added and embeddings resized, but the new rows are never trained or saved."""
 
 from peftdoctor.facts.library import NOT_LITERAL
-from peftdoctor.facts.values import MISSING, PEFT_MODEL, TRAINER, const_value
+from peftdoctor.facts.values import BASE_MODEL, CONST, MISSING, PEFT_MODEL, TRAINER, Value, const_value
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, all_base, arg_code, finding, known_configs
 
@@ -25,7 +25,15 @@ def _config_learns_new_rows(config) -> bool | None:
     fields = config.get("fields", {})
     if fields.get("trainable_token_indices", MISSING) not in (MISSING, None):
         return True
-    verdicts = [_names_embedding(fields.get(key, MISSING)) for key in ("target_modules", "modules_to_save")]
+    alternatives = config.get("alternatives") or {}
+    verdicts = []
+    for key in ("target_modules", "modules_to_save"):
+        field = fields.get(key, MISSING)
+        if field is NOT_LITERAL and key in alternatives:  # one literal per path: each must be judged
+            per_path = [_names_embedding(value) for value in alternatives[key]]
+            verdicts.append(True if True in per_path else None if None in per_path else False)
+        else:
+            verdicts.append(_names_embedding(field))
     if True in verdicts:
         return True
     if None in verdicts:
@@ -37,22 +45,48 @@ def _resized(values) -> bool:
     return all_base(values) and all(v.get("resized") and v.get("new_tokens") for v in values)
 
 
-def check(facts, ctx):
+def _resized_with_new_tokens(values) -> Value | None:
+    """A base model that some path brings here with added tokens and resized embeddings."""
+    for value in values or ():
+        if value.kind == BASE_MODEL and value.get("resized") and value.get("new_tokens") and not value.get("maybe"):
+            return value
+    return None
+
+
+def _configs_on_wrap(values) -> list[Value] | None:
+    """The peft configs of the paths that wrap (a `None` peft_config path does not wrap);
+    None when one of them is not known here."""
+    configs = [v for v in values or () if not (v.kind == CONST and v.get("value") is None)]
+    return known_configs(configs)
+
+
+def _wrap_sites(facts):
+    """(call, base values, config values): get_peft_model, and trainers given peft_config=."""
     for event in facts.calls("peft.get_peft_model"):
-        base = event.arg(0, "model")
-        if not _resized(base):
+        yield event, event.arg(0, "model"), event.arg(1, "peft_config")
+    for event in facts.events:
+        for trainer in event.result:
+            if trainer.kind == TRAINER and trainer.node is event.node and trainer.get("peft_config") is not None:
+                yield event, trainer.get("model"), trainer.get("peft_config")
+
+
+def _learns_none(configs) -> bool:
+    return bool(configs) and all(_config_learns_new_rows(c) is False for c in configs)
+
+
+def check(facts, ctx):
+    for event, base, config_values in _wrap_sites(facts):
+        resized = _resized_with_new_tokens(base)
+        if resized is None or not _learns_none(_configs_on_wrap(config_values)):
             continue
-        configs = known_configs(event.arg(1, "peft_config"))
-        if configs is None or any(_config_learns_new_rows(c) is not False for c in configs):
-            continue
-        resized_line = facts.line_of(base[0].get("resized_at"))
         yield finding(
             facts, event.node, CODE,
-            f"tokens were added and the embeddings resized (line {resized_line}), but the peft config trains "
-            "no embedding layer: the new tokens keep their random initial embeddings",
+            f"tokens were added and the embeddings resized ({facts.where(resized.get('resized_at'))}), but the "
+            "peft config trains no embedding layer: the new tokens keep their random initial embeddings",
             "add trainable_token_indices=... (peft >= 0.15) or put the embedding (and lm_head) in "
             "target_modules / modules_to_save",
         )
+    yield from _resized_after_wrap(facts)
     for event in facts.method_calls("save_pretrained"):
         if const_value(event.kwargs.get("save_embedding_layers"), MISSING) is not False:
             continue
@@ -67,6 +101,36 @@ def check(facts, ctx):
             )
 
     yield from _reloaded_onto_unresized_base(facts)
+
+
+def _wrapped_adapters(value) -> list[Value]:
+    """The PeftModels a resize reaches: the model itself, or one set as its submodule (`m.model = wrap(...)`)."""
+    if value.kind == PEFT_MODEL:
+        return [value]
+    if value.kind == BASE_MODEL:
+        return [v for v in value.get("inner_peft") or () if v.kind == PEFT_MODEL]
+    return []
+
+
+def _resized_after_wrap(facts):
+    """resize_token_embeddings after get_peft_model: peft froze the embedding, the new rows stay frozen."""
+    for event in facts.method_calls("resize_token_embeddings"):
+        for value in event.result:  # the resized model, one per path
+            adapters = _wrapped_adapters(value)
+            if not adapters or value.get("maybe") or not value.get("new_tokens"):
+                continue
+            configs = known_configs([c for a in adapters for c in a.get("config") or ()])
+            if not _learns_none(configs):
+                continue
+            yield finding(
+                facts, event.node, CODE,
+                f"the embeddings are resized for added tokens after the model was wrapped by peft "
+                f"({facts.where(adapters[0].node)}), whose config trains no embedding layer: the new rows are "
+                "created frozen, are never trained and are not saved with the adapter",
+                "add the tokens and resize before get_peft_model, and train the new rows: "
+                "trainable_token_indices=... (peft >= 0.15) or the embedding in modules_to_save",
+            )
+            break
 
 
 def _saved_with_new_tokens(facts) -> dict[str, int]:
