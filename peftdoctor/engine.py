@@ -12,6 +12,7 @@ import libcst as cst
 from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.registry import Rule, rules_of_kind
+from peftdoctor.source import decode_source, parse_source
 from peftdoctor.suppression import parse_suppressions
 
 SKIP_DIRS = {
@@ -49,11 +50,14 @@ def _is_virtualenv(folder: Path) -> bool:
 
 
 def iter_python_files(paths, config: Config | None = None):
-    """Every .py file under `paths`, skipping VCS, caches, virtualenvs and hidden folders.
+    """(path, named) for every .py file under `paths`, skipping VCS, caches, virtualenvs and hidden folders.
 
-    A file named explicitly is always checked; folders are walked in sorted order.
+    `named` is True for a file given explicitly (even if a folder walk also meets it): it is always checked
+    and reported. A file found by walking is reported only when it concerns peft (see `check_file`); macOS
+    AppleDouble files (`._*`, `__MACOSX` folders) are not walked into. Folders are walked in sorted order.
     """
     seen: set[Path] = set()
+    named = {Path(raw) for raw in paths if Path(raw).is_file()}
     for raw in paths:
         path = Path(raw)
         if not path.exists():
@@ -62,7 +66,7 @@ def iter_python_files(paths, config: Config | None = None):
             # Named files are excluded too: pre-commit passes every file by name.
             if path not in seen and not (config and config.is_excluded(path)):
                 seen.add(path)
-                yield path
+                yield path, True
             continue
         if not os.access(path, os.R_OK | os.X_OK):
             raise PathError(f"{raw}: permission denied")
@@ -72,53 +76,24 @@ def iter_python_files(paths, config: Config | None = None):
                 d
                 for d in dirs
                 if d not in SKIP_DIRS
+                and d != "__MACOSX"
                 and not d.startswith(".")
                 and not d.endswith(".egg-info")
                 and not _is_virtualenv(root_path / d)
                 and not (config and config.is_excluded(root_path / d))
             )
             for name in sorted(files):
-                if name.endswith(".py"):
+                if name.endswith(".py") and not name.startswith("._"):
                     file_path = root_path / name
                     if config and config.is_excluded(file_path):
                         continue
                     if file_path not in seen:
                         seen.add(file_path)
-                        yield file_path
+                        yield file_path, file_path in named
 
 
 def _enabled_rules(config: Config, path: str) -> list[Rule]:
     return [rule for rule in rules_of_kind("static") if config.is_enabled(rule.code, path)]
-
-
-def _unreadable_finding(path: str, exc: cst.ParserSyntaxError) -> Finding:
-    """Valid Python that libcst cannot read (its grammar lags CPython's): ours to fix, not the user's."""
-    message = str(exc.message).strip().splitlines()[0] if exc.message else "parser error"
-    return Finding(
-        code="PD002",
-        message=f"peftdoctor's parser (libcst) cannot read this file, which Python accepts: {message}",
-        path=path, line=exc.raw_line, column=exc.raw_column + 1, severity=Severity.WARNING,
-        hint="nothing in this file was checked; please report it; the other files were checked",
-    )
-
-
-def _python_parse(source: str, path: str) -> tuple[ast.Module | None, list[Finding]]:
-    """Python's own parser first: fast, exact about syntax errors, and a guard for libcst.
-
-    libcst's native parser can crash the process on input nested deeper than Python
-    accepts (e.g. 3000 parentheses), so a file Python rejects never reaches it.
-    """
-    hint = "fix the syntax error; nothing else in this file was checked"
-    try:
-        return ast.parse(source, filename=path), []
-    except SyntaxError as exc:
-        message, line, column = exc.msg, exc.lineno or 1, exc.offset or 1
-    except (RecursionError, MemoryError):
-        message, line, column = "nested too deeply for Python's parser", 1, 1
-    except ValueError as exc:  # e.g. null bytes
-        message, line, column = str(exc), 1, 1
-    return None, [Finding(code="PD000", message=f"file does not parse: {message}", path=path, line=line,
-                          column=column, hint=hint)]
 
 
 def _run_rules(module: cst.Module, tree: ast.Module, source: str, path: str, rules: list[Rule],
@@ -162,6 +137,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
     `project_file` is (project, file path) when check_paths reads the file as part of a project.
     """
     config = config or Config()
+    source = source.removeprefix("\ufeff")  # a BOM is not part of the text (PEP 263)
     result = CheckResult(files_checked=1, lines_checked=source.count("\n") + 1)
     rules = _enabled_rules(config, path)
     findings: list[Finding] = []
@@ -169,20 +145,18 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
     prefiltered_out = bool(rules) and all(rule.needs_any for rule in rules) and not any(
         n in source for n in needles
     )
-    if rules or config.is_enabled("PD000", path):
-        tree, parse_findings = _python_parse(source, path)
-        if config.is_enabled("PD000", path):
-            findings.extend(parse_findings)
-        if rules and tree is not None and not prefiltered_out:
-            parsed = project_file[0].parsed(project_file[1]) if project_file is not None else None
-            try:
-                module = parsed.module if parsed is not None else cst.parse_module(source)
-            except cst.ParserSyntaxError as exc:  # Python accepts it, libcst does not
-                module = None
-                findings.append(_unreadable_finding(path, exc))
-            if module is not None:
-                findings.extend(_run_rules(module, tree, source, path, rules, config,
-                                           project_file if parsed is not None else None))
+    need_module = bool(rules) and not prefiltered_out
+    if need_module or config.is_enabled("PD000", path):
+        parsed = project_file[0].parsed(project_file[1]) if need_module and project_file is not None else None
+        if parsed is not None and parsed.tree is not None:
+            module, tree, parse_findings = parsed.module, parsed.tree, []  # read once, by the project
+        else:
+            parsed = None
+            module, tree, parse_findings = parse_source(source, path, need_module=need_module)
+        findings.extend(f for f in parse_findings if f.code != "PD000" or config.is_enabled("PD000", path))
+        if need_module and module is not None:
+            findings.extend(_run_rules(module, tree, source, path, rules, config,
+                                       project_file if parsed is not None else None))
     suppressions = parse_suppressions(source)
     for finding in findings:
         if suppressions.suppresses(finding.code, finding.line) or (
@@ -208,20 +182,38 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
 
 
 def read_source(path: Path) -> str:
+    """The file's text as Python decodes it (PEP 263); bytes that are not text come back as latin-1."""
     data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    text, _ = decode_source(data, str(path))
+    return text if text is not None else data.decode("latin-1")
+
+
+def _concerns_peft(data: bytes) -> bool:
+    """Whether any static rule could fire on a file: the rules' prefilter needles, looked for in its bytes."""
+    rules = rules_of_kind("static")
+    if not all(rule.needs_any for rule in rules):
+        return True
+    return any(needle.encode() in data for rule in rules for needle in rule.needs_any)
 
 
 def check_file(path: Path, config: Config | None = None, report_unused_noqa: bool = False,
-               project=None) -> CheckResult:
+               project=None, named: bool = True) -> CheckResult:
+    """One file. A file found by walking a folder (`named=False`) that never mentions peft is not reported at
+    all, not even as PD000: a Python 2 script or a binary `.py` there is none of peftdoctor's business."""
     display = str(path)
     try:
-        source = read_source(path)
+        data = path.read_bytes()
     except OSError as exc:
         raise PathError(f"{display}: cannot read: {exc.strerror or exc}") from None
+    if not named and not _concerns_peft(data):
+        return CheckResult(files_checked=1, lines_checked=data.count(b"\n") + 1)
+    source, not_text = decode_source(data, display)
+    if source is None:
+        config = config or Config()
+        result = CheckResult(files_checked=1, lines_checked=data.count(b"\n") + 1)
+        if config.is_enabled("PD000", display):
+            result.findings.append(config.apply_severity(not_text))
+        return result
     return check_source(source, display, config, report_unused_noqa,
                         (project, path) if project is not None else None)
 
@@ -276,10 +268,11 @@ def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = 
     """Check every Python file under `paths` as one project; one unparsable file never stops the others."""
     config = config or Config()
     total = CheckResult()
-    files = list(iter_python_files(paths, config))
+    found = list(iter_python_files(paths, config))
+    files = [path for path, _ in found]
     project = _read_project(paths, files, config) if files else None
-    for path in files:
-        one = check_file(path, config, report_unused_noqa, project)
+    for path, named in found:
+        one = check_file(path, config, report_unused_noqa, project, named=named)
         total.findings.extend(one.findings)
         total.unused_suppressions.extend(one.unused_suppressions)
         total.files_checked += 1
