@@ -39,7 +39,7 @@ MAX_INLINE_DEPTH = 4
 # Argument kinds worth a context-sensitive walk of the callee.
 TRACKED_KINDS = frozenset({
     "base_model", "peft_model", "peft_config", "tokenizer", "training_args", "trainer", "optimizer",
-    "accelerator", "tuner", SELF,
+    "accelerator", "tuner", "vocab", SELF,
 })
 
 
@@ -225,12 +225,14 @@ class LocalCalls:
                 self.defaults[id(param)] = self.eval(param.default, env)
 
     def _parameter(self, param: cst.Param, index) -> Values:
-        """A parameter in the walk with no caller: whatever is passed, or its default when that is tracked."""
+        """A parameter in the walk with no caller: whatever is passed, or its default when that is
+        tracked, or an instance of the config class it is annotated with."""
         value = (Value(PARAM, index=index, name=param.name.value),)
         default = self.defaults.get(id(param)) or ()
         if any(v.kind in TRACKED_KINDS for v in default):
-            return union(value, default)
-        return value
+            value = union(value, default)
+        typed = self.instance_of_annotation(param.annotation, self.module_env)
+        return union(value, typed) if typed else value
 
     def summary(self, fn: cst.FunctionDef, cls: Value | None) -> Values:
         """What a call of a function of this module returns (walked once, without recording)."""
@@ -280,11 +282,34 @@ class LocalCalls:
         cls = Value(CLASS, node, name=node.name.value, methods={}, fields={}, interp=self,
                     bases=tuple(v for values in bases for v in values if v.kind == CLASS),
                     library_base=_library_base(bases))
+        class_attrs: dict[str, Values] = {}
         for item in _function_body(node):
             if isinstance(item, cst.FunctionDef):
                 cls.attrs["methods"][item.name.value] = item
                 self.define_defaults(item, env)
+            elif isinstance(item, cst.SimpleStatementLine):
+                for small in item.body:
+                    self._class_attribute(small, env, class_attrs)
+        cls.attrs["class_attrs"] = class_attrs
         return cls
+
+    def _class_attribute(self, small, env: Env, class_attrs: dict) -> None:
+        """`x: int = 3` / `x = field(default=...)` in a class body: a dataclass (or pydantic) field's default."""
+        if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+            class_attrs[small.target.value] = self.eval(small.value, env) if small.value is not None else unknown()
+        elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+            class_attrs[small.targets[0].target.value] = self.eval(small.value, env)
+
+    def instance_of_annotation(self, annotation, env: Env) -> Values:
+        """`args: ModelArguments` with a local config class (annotated fields: a dataclass, a pydantic
+        model): an instance whose fields hold their defaults until something sets them."""
+        if annotation is None:
+            return ()
+        found = []
+        for value in self.eval(annotation.annotation, env):
+            if value.kind == CLASS and is_config_class(value):
+                found.append(Value(SELF, annotation, cls=value, state={}))
+        return tuple(found)
 
     def read_field(self, instance: Value, name: str) -> Values | None:
         """`self.name` not assigned yet in this walk: what the instance holds along this call path,
@@ -299,7 +324,7 @@ class LocalCalls:
             if stored:
                 values = [vals for fn, vals in stored if fn is not self._scope]
                 return tuple(mark_maybe(v) for v in union(*values)) if values else None
-        return None
+        return class_default(cls, name)
 
     def store_field(self, cls: Value, name: str, values: Values) -> None:
         kept = tuple(v if v.kind != PARAM else UNKNOWN_PARAM for v in values)
@@ -355,6 +380,20 @@ def _instance_after(instance: Value, fn, exits: list[Env]) -> Value:
 def _self_name(fn) -> str | None:
     params = [*fn.params.posonly_params, *fn.params.params]
     return params[0].name.value if params else None
+
+
+def is_config_class(cls: Value) -> bool:
+    """A class with annotated class-level fields (dataclass, pydantic, attrs), itself or a base."""
+    return any(isinstance(item, cst.SimpleStatementLine) and any(isinstance(s, cst.AnnAssign) for s in item.body)
+               for owner in _mro(cls) for item in _function_body(owner.node))
+
+
+def class_default(cls: Value, name: str) -> Values | None:
+    for owner in _mro(cls):
+        found = (owner.get("class_attrs") or {}).get(name)
+        if found is not None:
+            return found
+    return None
 
 
 def _assigners(cls: Value) -> dict[str, list]:

@@ -29,7 +29,15 @@ class Env:
         return {id(v) for values in self.names.values() for v in values if v.kind in GUARDED_KINDS}
 
     def merge_from(self, branches: list["Env"]) -> None:
-        keys = set()
+        if len(branches) == 1:
+            self.names = dict(branches[0].names)
+            return
+        merged: dict[str, Values] = {}
         for branch in branches:
-            keys.update(branch.names)
-        self.names = {key: union(*(b.names[key] for b in branches if key in b.names)) for key in keys}
+            for key, values in branch.names.items():
+                seen = merged.get(key)
+                if seen is None:
+                    merged[key] = values
+                elif seen is not values:  # most names are untouched by the branches: same tuple
+                    merged[key] = union(seen, values)
+        self.names = merged

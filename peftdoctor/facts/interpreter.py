@@ -200,6 +200,10 @@ class Interpreter(LocalCalls):
         elif isinstance(node, cst.AnnAssign):
             if node.value is not None:
                 self.assign(node.target, self.eval(node.value, env), env)
+            elif isinstance(node.target, (cst.Name, cst.Attribute)):
+                typed = self.instance_of_annotation(node.annotation, env)
+                if typed and (env.lookup(dotted(node.target) or "") or ()) in ((), unknown()):
+                    self.assign(node.target, typed, env)  # `self.args: ModelArguments` declares what it holds
         elif isinstance(node, cst.AugAssign):
             self.eval(node.value, env)
         elif isinstance(node, cst.Expr):

@@ -11,6 +11,7 @@ import libcst as cst
 from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
     ACCELERATOR,
+    ARG_PARSER,
     BASE_MODEL,
     CONST,
     GRAD_SCALER,
@@ -26,6 +27,7 @@ from peftdoctor.facts.values import (
     TRAINING_ARGS,
     TUNER,
     TUPLE,
+    VOCAB,
     Value,
     Values,
     const_value,
@@ -159,6 +161,16 @@ def call_named(interp, event, env) -> Values:
         return (Value(GRAD_SCALER, event.node),)
     if _is_optimizer(name):
         return (Value(OPTIMIZER, event.node, models=_models_in_params(interp, event, env)),)
+    if name == "len" and event.args:
+        tokenizers = [v for v in event.args[0] if v.kind == TOKENIZER]
+        if tokenizers:
+            return tuple(Value(VOCAB, event.node, tokenizer=t) for t in tokenizers)
+    if name in DATACLASS_FIELDS:
+        default = event.arg(None, "default")
+        if default is not None:
+            return default
+        factory = event.arg(None, "default_factory")
+        return interp.call_local(factory, event, env) if factory else unknown()
     if len(parts) == 1 and last in PASS_THROUGH_BUILTINS and event.args:
         passed = [v for values in event.args for v in values if v.kind == PARAMS]
         if passed:
@@ -292,6 +304,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         return None
     if cls.endswith("Trainer") and cls == last:
         return (_trainer(interp, event, cls),)
+    if cls == "HfArgumentParser" and cls == last:
+        return (Value(ARG_PARSER, event.node, items=list(event.arg(0, "dataclass_types") or ())),)
     if cls == last and (cls.endswith("TrainingArguments") or (parts[0] == "trl" and cls.endswith("Config"))):
         return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16")),)
     if "Tokenizer" in cls or "Processor" in cls:
@@ -335,6 +349,9 @@ def _adds_special_tokens(event) -> bool:
     return False
 
 
+# dataclasses / pydantic / attrs field declarations: their default is what an unset field holds.
+DATACLASS_FIELDS = {"dataclasses.field", "field", "pydantic.Field", "attrs.field", "attr.ib", "attr.field"}
+
 # Library helpers that add tokens to the tokenizer and resize the model's embeddings.
 TOKEN_ADDING_HELPERS = {"trl.setup_chat_format", "trl.models.setup_chat_format"}
 
@@ -373,6 +390,9 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     kind = value.kind
     if kind in (BASE_MODEL, PEFT_MODEL):
         return _model_method(interp, event, env, value, method)
+    if kind == ARG_PARSER and method.startswith("parse_") and method != "parse_known_args":
+        return (Value(TUPLE, event.node, items=[_parsed_arguments(interp, event, env, v)
+                                                for v in _dataclass_types(value)]),)
     if kind == TOKENIZER:
         if method == "add_tokens" or (method == "add_special_tokens" and _adds_special_tokens(event)):
             interp.mutate(env, value, value.derive(added=True, added_at=event.node))
@@ -383,6 +403,27 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
                 return event.args[0]
             return (Value(TUPLE, event.node, items=list(event.args)),)
         return unknown()  # accelerator.backward() is marked in call_method
+    return unknown()
+
+
+def _dataclass_types(parser: Value) -> list[Value]:
+    """The classes given to HfArgumentParser: one, or a tuple of them."""
+    found = []
+    for value in parser.get("items") or ():
+        if value.kind == TUPLE:
+            found.extend(v for values in value.get("items") for v in values)
+        else:
+            found.append(value)
+    return found
+
+
+def _parsed_arguments(interp, event, env, cls: Value) -> Values:
+    """What HfArgumentParser gives for one class: TrainingArguments as such, a local dataclass as an
+    instance whose fields hold their defaults (the script's documented command line may set them)."""
+    if cls.kind == "class":
+        return (Value("self", event.node, cls=cls, state={}),)
+    if cls.kind == REF and cls.get("qualname", "").endswith("Arguments"):
+        return (Value(TRAINING_ARGS, event.node, fp16=None, bf16=None),)
     return unknown()
 
 
@@ -430,6 +471,9 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
 
 def _tokens_added(interp, event, env) -> bool:
     """A tokenizer named in the resize's argument (`len(tokenizer)`), or any in scope, gained tokens."""
+    for value in event.arg(0, "new_num_tokens") or ():
+        if value.kind == VOCAB and value.get("tokenizer").get("added"):
+            return True
     for arg in event.node.args:
         for child in (arg.value, *descendants(arg.value)):
             if isinstance(child, (cst.Name, cst.Attribute)) and dotted(child):

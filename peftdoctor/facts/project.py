@@ -73,6 +73,11 @@ class Project:
             interp.walk_functions()
         return interp
 
+    def walked(self, path: Path) -> bool:
+        """The file was interpreted in full (checked, or a caller of a checked module): rules may read it."""
+        interp = self._interpreters.get(path.resolve())
+        return interp is not None and interp.functions_walked
+
     def interpreters(self):
         return dict(self._interpreters)
 

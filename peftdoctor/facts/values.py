@@ -30,6 +30,8 @@ CLASS = "class"
 SELF = "self"  # the first parameter of a method: attrs["cls"]
 PARAM = "param"  # a function's parameter, unknown inside it: attrs["index"] (self not counted), attrs["name"]
 LOCAL = "local"  # a module of the checked project (name None) or a name in it: attrs["module"], attrs["name"]
+ARG_PARSER = "arg_parser"  # transformers.HfArgumentParser: attrs["items"], the dataclass types
+VOCAB = "vocab"  # len(tokenizer): attrs["tokenizer"], so a resize to it knows whether tokens were added
 TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
 
 # Kinds whose values remember the branch that made them (see conditions.py).
@@ -39,7 +41,7 @@ GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAIN
 # declared here is a typo and raises instead of silently reading None.
 FIELDS = frozenset({
     "value", "complete", "qualname", "builtin", "items", "node", "cls", "name", "methods", "index", "module",
-    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "assigners", "maybe", "state",
+    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "assigners", "maybe", "state", "class_attrs", "tokenizer",
     # models
     "class_name", "dtype", "quantized", "head", "head_task", "resized", "new_tokens", "resized_at",
     "plain_again", "kbit_prepared", "casted", "halved_at", "via", "base", "config", "trainable", "frozen_by",
