@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
     needles = [n for rule in rules for n in rule.needs_any]
     prefiltered_out = bool(rules) and all(rule.needs_any for rule in rules) and not any(
         n in source for n in needles
-    )
+    ) and not (project_file is not None and project_file[0].walked(project_file[1]))
     need_module = bool(rules) and not prefiltered_out
     if need_module or config.is_enabled("PD000", path):
         parsed = project_file[0].parsed(project_file[1]) if need_module and project_file is not None else None
@@ -205,7 +206,7 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
         data = path.read_bytes()
     except OSError as exc:
         raise PathError(f"{display}: cannot read: {exc.strerror or exc}") from None
-    if not named and not _concerns_peft(data):
+    if not named and not _concerns_peft(data) and not (project is not None and project.walked(path)):
         return CheckResult(files_checked=1, lines_checked=data.count(b"\n") + 1)
     source, not_text = decode_source(data, display)
     if source is None:
@@ -218,20 +219,18 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
                         (project, path) if project is not None else None)
 
 
-def _load_module(path: Path):
-    """A module of the project, parsed once, for the facts (None when it cannot be read or parsed)."""
-    from peftdoctor.facts.project import ParsedModule
+def _module_loader(checked: set[Path]):
+    """Reads a module of the project once: whole when it is checked, else only what the facts use."""
+    from peftdoctor.facts.reading import read_module
 
-    from peftdoctor.facts.library import RELEVANT_WORDS
-
-    try:
-        source = read_source(path)
-        if path.name != "__init__.py" and not any(word in source for word in RELEVANT_WORDS):
+    def load(path: Path):
+        try:
+            source = read_source(path)
+        except OSError:
             return None
-        tree = ast.parse(source)
-        return ParsedModule(path, source, cst.parse_module(source), tree)
-    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError, cst.ParserSyntaxError):
-        return None
+        return read_module(path, source, whole=path in checked)
+
+    return load
 
 
 def _project_root(paths) -> Path:
@@ -246,22 +245,44 @@ def _project_root(paths) -> Path:
 
 def _read_project(paths, files: list[Path], config: Config):
     """Interpret every file a rule will read before any rule runs, so that a call from one
-    module into another is seen inside the callee too (see facts/calls.py)."""
+    module into another is seen inside the callee too (see facts/calls.py). The files that
+    import one of those (their callers: a runner, a main) are walked too, for the values
+    they pass in, though no rule reads them."""
+    from peftdoctor.facts.library import RELEVANT_WORDS
     from peftdoctor.facts.project import Project
 
-    project = Project(_project_root(paths), _load_module)
     needles = {n for rule in rules_of_kind("static") for n in rule.needs_any}
+    ruled, others = [], []
     for path in files:
         try:
-            wanted = any(n in read_source(path) for n in needles)
+            text = read_source(path)
         except OSError:
             continue
-        if wanted and _enabled_rules(config, str(path)):
-            try:
-                project.interpreter(path)
-            except (Exception, RecursionError):  # noqa: BLE001 - reported per file as PD002 below
-                pass
+        if any(n in text for n in needles) and _enabled_rules(config, str(path)):
+            ruled.append(path)
+        elif any(word in text for word in RELEVANT_WORDS):
+            others.append((path, text))
+    stems = {path.stem for path in ruled if path.stem != "__init__"}
+    callers = [path for path, text in others if _imports_one_of(text, stems)]
+    walked = ruled + callers
+    project = Project(_project_root(paths), _module_loader({path.resolve() for path in walked}))
+    for path in walked:
+        try:
+            project.interpreter(path)
+        except (Exception, RecursionError):  # noqa: BLE001 - reported per file as PD002 below
+            pass
     return project
+
+
+def _imports_one_of(text: str, stems: set[str]) -> bool:
+    """An import line naming one of the modules `stems` (a cheap test, before any parse)."""
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("import ", "from ")):
+            words = set(re.split(r"[\s.,()]+", stripped))
+            if words & stems:
+                return True
+    return False
 
 
 def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:

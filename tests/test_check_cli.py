@@ -34,8 +34,22 @@ def test_syntax_error_gives_pd000_and_other_files_are_still_checked(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_syntax_error_in_a_file_without_peft_is_reported_too(tmp_path):
+def test_syntax_error_in_a_file_without_peft_is_reported_when_named(tmp_path):
     (tmp_path / "util.py").write_text("x = (1,\n")
+    result = run("check", str(tmp_path / "util.py"))
+    assert result.returncode == 1
+    assert "PD000" in result.stdout
+
+
+def test_syntax_error_in_a_walked_file_without_peft_is_not_reported(tmp_path):
+    (tmp_path / "util.py").write_text("x = (1,\n")
+    result = run("check", str(tmp_path))
+    assert result.returncode == 0, result.stdout
+    assert "PD000" not in result.stdout
+
+
+def test_syntax_error_in_a_walked_peft_file_is_reported(tmp_path):
+    (tmp_path / "train.py").write_text("import peft\nx = (1,\n")
     result = run("check", str(tmp_path))
     assert result.returncode == 1
     assert "PD000" in result.stdout
