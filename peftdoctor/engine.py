@@ -149,8 +149,8 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
     need_module = bool(rules) and not prefiltered_out
     if need_module or config.is_enabled("PD000", path):
         parsed = project_file[0].parsed(project_file[1]) if need_module and project_file is not None else None
-        if parsed is not None and parsed.tree is not None:
-            module, tree, parse_findings = parsed.module, parsed.tree, []  # read once, by the project
+        if parsed is not None:  # read once, by the project (a caller only in the part the facts use)
+            module, tree, parse_findings = parsed.module, parsed.tree, []
         else:
             parsed = None
             module, tree, parse_findings = parse_source(source, path, need_module=need_module)
@@ -219,20 +219,6 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
                         (project, path) if project is not None else None)
 
 
-def _module_loader(checked: set[Path]):
-    """Reads a module of the project once: whole when it is checked, else only what the facts use."""
-    from peftdoctor.facts.reading import read_module
-
-    def load(path: Path):
-        try:
-            source = read_source(path)
-        except OSError:
-            return None
-        return read_module(path, source, whole=path in checked)
-
-    return load
-
-
 def _project_root(paths) -> Path:
     """A single folder checked is the project; otherwise the project root of the first path."""
     from peftdoctor.project_root import find_project_root
@@ -247,9 +233,10 @@ def _read_project(paths, files: list[Path], config: Config):
     """Interpret every file a rule will read before any rule runs, so that a call from one
     module into another is seen inside the callee too (see facts/calls.py). The files that
     import one of those (their callers: a runner, a main) are walked too, for the values
-    they pass in, though no rule reads them."""
+    they pass in; rules read them too."""
     from peftdoctor.facts.library import RELEVANT_WORDS
     from peftdoctor.facts.project import Project
+    from peftdoctor.facts.reading import ModuleReader
 
     needles = {n for rule in rules_of_kind("static") for n in rule.needs_any}
     ruled, others = [], []
@@ -261,28 +248,16 @@ def _read_project(paths, files: list[Path], config: Config):
         if any(n in text for n in needles) and _enabled_rules(config, str(path)):
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
-            others.append((path, text))
-    stems = {path.stem for path in ruled if path.stem != "__init__"}
-    callers = [path for path, text in others if _imports_one_of(text, stems)]
-    walked = ruled + callers
-    project = Project(_project_root(paths), _module_loader({path.resolve() for path in walked}))
-    for path in walked:
+            others.append(path)
+    reader = ModuleReader(read_source, {path.resolve() for path in ruled})
+    project = Project(_project_root(paths), reader)
+    callers = reader.find_callers(others, project.resolve)
+    for path in ruled + callers:
         try:
             project.interpreter(path)
         except (Exception, RecursionError):  # noqa: BLE001 - reported per file as PD002 below
             pass
     return project
-
-
-def _imports_one_of(text: str, stems: set[str]) -> bool:
-    """An import line naming one of the modules `stems` (a cheap test, before any parse)."""
-    for line in text.splitlines():
-        stripped = line.lstrip()
-        if stripped.startswith(("import ", "from ")):
-            words = set(re.split(r"[\s.,()]+", stripped))
-            if words & stems:
-                return True
-    return False
 
 
 def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:

@@ -68,14 +68,12 @@ class Facts:
         return self._all_positions.get(id(node), (1, 0, 1, 0))
 
     def owns(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, cst.Call) and self.source is not None:
-            if self._call_positions is None:
-                self._call_positions = call_positions(self.module, self.source, self.tree) or {}
-            if id(node) in self._call_positions:
-                return True
-        if self._all_positions is None:
-            self._all_positions = provider_positions(self.module)
-        return id(node) in self._all_positions
+        """Whether a call node is one of this file's (values name the call that made them)."""
+        if not isinstance(node, cst.Call) or self.source is None:
+            return False
+        if self._call_positions is None:
+            self._call_positions = call_positions(self.module, self.source, self.tree) or {}
+        return id(node) in self._call_positions
 
     def line_of(self, node: cst.CSTNode) -> int:
         return self.position(node)[0]
@@ -83,7 +81,7 @@ class Facts:
     def where(self, node: cst.CSTNode) -> str:
         """'line 12' for a node of this file, 'utils.py:12' for one of another module of the project."""
         project = self.interpreter.project
-        if project is not None and not self.owns(node):
+        if project is not None and isinstance(node, cst.Call) and self.source is not None and not self.owns(node):
             found = project.position(node)
             if found is not None:
                 path, position = found
@@ -116,4 +114,5 @@ def project_facts(project, file_path, display: str) -> Facts | None:
         parsed = project.parsed(file_path)
         interpreter.facts = Facts(path=display, module=parsed.module, interpreter=interpreter,
                                   source=parsed.source, tree=parsed.tree)
+    interpreter.facts.path = display  # facts made earlier for a message name the file as given
     return interpreter.facts

@@ -135,8 +135,8 @@ class LocalCalls:
             return False
         if not self._recording:
             return False  # inside a summary walk, summaries all the way down: linear cost
-        if bound_self is not None:
-            return True  # a method of an instance followed along this path, or a constructor
+        if bound_self is not None and _holds_tracked(bound_self):
+            return True  # a method of an instance that holds a model (or the like) along this path
         if self._uses_a_default(fn, event):
             return True
         passed = [*event.args, *event.kwargs.values()]
@@ -380,6 +380,11 @@ def _instance_after(instance: Value, fn, exits: list[Env]) -> Value:
 def _self_name(fn) -> str | None:
     params = [*fn.params.posonly_params, *fn.params.params]
     return params[0].name.value if params else None
+
+
+def _holds_tracked(instance: Value) -> bool:
+    state = instance.get("state") or {}
+    return any(v.kind in TRACKED_KINDS and v.kind != SELF for values in state.values() for v in values)
 
 
 def is_config_class(cls: Value) -> bool:

@@ -108,16 +108,24 @@ class Interpreter(LocalCalls):
         if walk_functions:
             self.walk_functions()
 
-    def walk_functions(self) -> None:
+    def walk_functions(self, only: set[str] | None = None) -> None:
+        """Walk the functions (recording their calls); `only`: just these top-level definitions
+        (a class's name covers its methods), for a file read as a caller of the checked ones."""
         if self.functions_walked:
             return
         self.functions_walked = True
+        top_level = {id(item): item.name.value for item in self.module.body
+                     if isinstance(item, (cst.FunctionDef, cst.ClassDef))} if only is not None else {}
         done: set[int] = set()
         while self._queue:
             fn, cls = self._queue.pop(0)
             if id(fn) in done:
                 continue
             done.add(id(fn))
+            if only is not None:
+                owner = cls.node if cls is not None else fn
+                if top_level.get(id(owner)) not in only:
+                    continue
             self.walk_function(fn, cls, record=True)
 
     def enter_scope(self, node) -> ScopeInfo:

@@ -71,6 +71,15 @@ SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_em
 # read for the names it exports only when it does (or when it is a package __init__, for re-exports).
 RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "okenizer",
                   "resize_token_embeddings", "bitsandbytes", "unsloth")
+# Inside such a module, a function or class is read only when its own text mentions one of these
+# (what creates, wraps, trains, saves, merges a model, or adds tokens), or it derives from a library class.
+RELEVANT_IN_DEFINITIONS = (
+    "from_pretrained", "from_config", "peft", "Peft", "LoraConfig", "lora", "Lora", "add_special_tokens",
+    "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
+    "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
+    "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
+    "field(", "quantization_config", "load_in_4bit", "load_in_8bit",
+)
 
 
 # --------------------------------------------------------------------- helpers

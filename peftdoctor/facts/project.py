@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import libcst as cst
 
@@ -30,15 +29,16 @@ class ParsedModule:
     tree: object  # the ast tree when Python's parser read it (exact call positions), else None
 
 
-Loader = Callable[[Path], "ParsedModule | None"]
 
 
 class Project:
     """All local modules of one checked project; `interpreter(path)` runs a module once."""
 
-    def __init__(self, root: Path, load: Loader):
+    def __init__(self, root: Path, reader):
+        """`reader` reads a module for the facts (see reading.ModuleReader): `parsed(path)` and
+        `worth_reading(path, name)`."""
         self.root = root.resolve()
-        self._load = load
+        self._reader = reader
         self._parsed: dict[Path, ParsedModule | None] = {}
         self._interpreters: dict[Path, object] = {}
         self._resolved: dict[tuple, Path | None] = {}
@@ -48,7 +48,7 @@ class Project:
     def parsed(self, path: Path) -> ParsedModule | None:
         path = path.resolve()
         if path not in self._parsed:
-            self._parsed[path] = self._load(path)
+            self._parsed[path] = self._reader.parsed(path)
         return self._parsed[path]
 
     def add_parsed(self, parsed: ParsedModule) -> None:
@@ -70,7 +70,7 @@ class Project:
             self._interpreters[path] = interp
             interp.run(walk_functions=False)
         if walk_functions:
-            interp.walk_functions()
+            interp.walk_functions(self._reader.walked_definitions(path))
         return interp
 
     def walked(self, path: Path) -> bool:
@@ -83,8 +83,11 @@ class Project:
 
     def lookup(self, path: Path, name: str) -> Values | None:
         """What `name` holds at the end of module `path`'s top level (a cycle sees what ran so far)."""
-        interp = self._interpreters.get(path.resolve())
+        path = path.resolve()
+        interp = self._interpreters.get(path)
         if interp is None:
+            if not self._reader.worth_reading(path, name):
+                return self._unread_submodule(path, name)
             interp = self.interpreter(path, walk_functions=False)
         if interp is None:
             return None
@@ -94,6 +97,10 @@ class Project:
             if submodule is not None:
                 return (Value(LOCAL, module=submodule, name=None),)
         return found
+
+    def _unread_submodule(self, path: Path, name: str) -> Values | None:
+        submodule = self.submodule(path, name)
+        return (Value(LOCAL, module=submodule, name=None),) if submodule is not None else None
 
     # ---------------------------------------------------------------- imports
     def submodule(self, package_file: Path, name: str) -> Path | None:
@@ -187,10 +194,15 @@ class Project:
     # --------------------------------------------------------------- positions
     def position(self, node) -> tuple[Path, tuple[int, int, int, int]] | None:
         """The file and position of a call node of any interpreted module."""
+        from peftdoctor.facts import Facts
+
         for path, interp in self._interpreters.items():
-            facts = interp.facts
-            if facts is not None and facts.owns(node):
-                return path, facts.position(node)
+            if interp.facts is None:
+                parsed = self.parsed(path)
+                interp.facts = Facts(path=str(path), module=parsed.module, interpreter=interp,
+                                     source=parsed.source, tree=parsed.tree)
+            if interp.facts.owns(node):
+                return path, interp.facts.position(node)
         return None
 
 

@@ -10,52 +10,175 @@ part, parses a fraction of the file. Python's own parser (fast) decides what to 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import libcst as cst
 
-from peftdoctor.facts.library import RELEVANT_WORDS
+from peftdoctor.facts.library import RELEVANT_IN_DEFINITIONS, RELEVANT_WORDS
 from peftdoctor.facts.project import ParsedModule
 
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def read_module(path: Path, source: str, whole: bool) -> ParsedModule | None:
-    """The parsed module, or None when it cannot be parsed or (read for its names) has nothing to offer."""
-    if not whole and path.name != "__init__.py" and not any(word in source for word in RELEVANT_WORDS):
-        return None
-    try:
-        tree = ast.parse(source)
-        text = source if whole else _relevant_part(source, tree)
-        return ParsedModule(path, source, cst.parse_module(text), tree if whole else None)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, cst.ParserSyntaxError):
-        return None
+class ModuleReader:
+    """Reads the project's modules for the facts; `read_source` decodes a file as the engine does."""
+
+    def __init__(self, read_source, whole: set[Path]):
+        """`whole`: the files checked, parsed whole. Callers (see `find_callers`) are kept to the
+        definitions that use what they import from those."""
+        self._read_source = read_source
+        self._whole = whole
+        self._callers: dict[Path, set[str]] = {}  # caller -> names it imports from the checked files
+        self._indexes: dict[Path, "_Index | None"] = {}
+
+    def find_callers(self, candidates, resolve) -> list[Path]:
+        """The candidate files that import, from a checked file, a definition the facts read there.
+        `resolve(importer, module, level)` is the project's import resolution."""
+        found = []
+        stems = {path.stem if path.name != "__init__.py" else path.parent.name for path in self._whole}
+        for path in candidates:
+            path = path.resolve()
+            try:
+                source = self._read_source(path)
+                if not _imports_one_of(source, stems):  # a cheap test before Python's parser
+                    continue
+                tree = ast.parse(source)
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+            names = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    target = resolve(path, node.module, node.level)
+                    for alias in node.names:
+                        module = target
+                        if target is None or target.name == "__init__.py":
+                            sub = resolve(path, f"{node.module}.{alias.name}" if node.module else alias.name,
+                                          node.level)
+                            module = sub or target
+                        if module in self._whole and (module != target or self._defines_relevant(module, alias.name)):
+                            names.add(alias.asname or alias.name)
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if resolve(path, alias.name, 0) in self._whole:
+                            names.add((alias.asname or alias.name).split(".")[0])
+            if names:
+                self._callers[path] = names
+                found.append(path)
+        return found
+
+    def _defines_relevant(self, module: Path, name: str) -> bool:
+        index = _Index.of(module, self._read_source) if module not in self._indexes else self._indexes[module]
+        self._indexes[module] = index
+        return index is None or name in index.worth
+
+    def parsed(self, path: Path) -> ParsedModule | None:
+        """The parsed module (whole, or its relevant part), or None when it cannot be read or parsed."""
+        if path in self._whole:
+            try:
+                source = self._read_source(path)
+                tree = ast.parse(source)
+                return ParsedModule(path, source, cst.parse_module(source), tree)
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError, cst.ParserSyntaxError):
+                return None
+        index = self._index(path)
+        if index is None:
+            return None
+        try:
+            text = index.relevant_text()  # the positions of its calls come from this text
+            return ParsedModule(path, text, cst.parse_module(text), None)
+        except (cst.ParserSyntaxError, RecursionError, MemoryError):
+            return None
+
+    def walked_definitions(self, path: Path) -> set[str] | None:
+        """For a caller, the top-level definitions that use what it imports from the checked modules
+        (the only ones walked for their calls); None for a file walked in full."""
+        if path not in self._callers:
+            return None
+        index = self._index(path)
+        return index.using_imported if index is not None else set()
+
+    def is_caller(self, path: Path) -> bool:
+        return path.resolve() in self._callers
+
+    def worth_reading(self, path: Path, name: str) -> bool:
+        """Whether `name` of module `path` can matter to the facts (else it stays unknown, unparsed)."""
+        if path in self._whole:
+            return True
+        index = self._index(path)
+        return index is not None and name in index.worth
+
+    def _index(self, path: Path):
+        if path not in self._indexes or (path in self._callers and self._indexes[path] is not None
+                                         and not self._indexes[path].using_imported_known):
+            self._indexes[path] = _Index.of(path, self._read_source, self._callers.get(path, frozenset()))
+        return self._indexes[path]
 
 
-def _relevant_part(source: str, tree: ast.Module) -> str:
-    lines = source.splitlines(keepends=True)
-    definitions = {}
-    for node in tree.body:
-        if isinstance(node, DEFINITIONS):
-            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            definitions[node.name] = (node, start, node.end_lineno)
-    library_names = _names_from_libraries(tree)
-    kept = {name for name, (node, start, end) in definitions.items()
-            if any(word in "".join(lines[start - 1:end]) for word in RELEVANT_WORDS)
-            or (isinstance(node, ast.ClassDef) and _derives_from(node, library_names))}
-    pending = list(kept)
-    while pending:  # the module's own helpers that a kept definition uses
-        node = definitions[pending.pop()][0]
-        for used in ast.walk(node):
-            if isinstance(used, ast.Name) and used.id in definitions and used.id not in kept:
-                kept.add(used.id)
-                pending.append(used.id)
-    out = list(lines)
-    for name, (_, start, end) in definitions.items():
-        if name not in kept:
-            for index in range(start - 1, end):
-                out[index] = "\n"
-    return "".join(out)
+class _Index:
+    """What Python's parser tells about a module read for its names: which to keep."""
+
+    def __init__(self, source: str, tree: ast.Module, imported: set[str] = frozenset()):
+        self.source = source
+        self.lines = source.splitlines(keepends=True)
+        self.using_imported_known = bool(imported)  # `imported`: a caller's names from the checked files
+        self.definitions = {}
+        for node in tree.body:
+            if isinstance(node, DEFINITIONS):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                self.definitions[node.name] = (node, start, node.end_lineno)
+        library_names = _names_from_libraries(tree)
+        self.using_imported = {name for name, (node, _, _) in self.definitions.items()
+                               if imported and _uses(node, imported)}
+        if imported:  # a caller: what uses the checked files' code, and the helpers that uses
+            self.kept = set(self.using_imported)
+        else:
+            self.kept = {name for name, (node, start, end) in self.definitions.items()
+                         if self._mentions_relevant(start, end)
+                         or (isinstance(node, ast.ClassDef) and _derives_from(node, library_names))}
+        pending = list(self.kept)
+        while pending:  # the module's own helpers that a kept definition uses
+            node = self.definitions[pending.pop()][0]
+            for used in ast.walk(node):
+                if isinstance(used, ast.Name) and used.id in self.definitions and used.id not in self.kept:
+                    self.kept.add(used.id)
+                    pending.append(used.id)
+        self.worth = set(self.kept)
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and (node.level or node.module.split(".")[0] not in MODELLED_TOPS):
+                self.worth.update(alias.asname or alias.name for alias in node.names)  # re-exports
+            elif isinstance(node, ast.Import):
+                self.worth.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and self._mentions_relevant(node.lineno,
+                                                                                         node.end_lineno):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                self.worth.update(t.id for t in targets if isinstance(t, ast.Name))
+
+    @classmethod
+    def of(cls, path: Path, read_source, imported: set[str] = frozenset()):
+        try:
+            source = read_source(path)
+        except OSError:
+            return None
+        if path.name != "__init__.py" and not any(word in source for word in RELEVANT_WORDS):
+            return None
+        try:
+            return cls(source, ast.parse(source), imported)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+
+    def _mentions_relevant(self, start: int, end: int) -> bool:
+        text = "".join(self.lines[start - 1:end])
+        return any(word in text for word in RELEVANT_IN_DEFINITIONS)
+
+    def relevant_text(self) -> str:
+        """The source with every definition not kept turned into blank lines (line numbers stay true)."""
+        out = list(self.lines)
+        for name, (_, start, end) in self.definitions.items():
+            if name not in self.kept:
+                for index in range(start - 1, end):
+                    out[index] = "\n"
+        return "".join(out)
 
 
 MODELLED_TOPS = ("transformers", "peft", "trl")
@@ -79,4 +202,18 @@ def _derives_from(node: ast.ClassDef, names: set[str]) -> bool:
             base = base.value
         if isinstance(base, ast.Name) and base.id in names:
             return True
+    return False
+
+
+def _uses(node: ast.AST, names: set[str]) -> bool:
+    return any(isinstance(used, ast.Name) and used.id in names for used in ast.walk(node))
+
+
+def _imports_one_of(source: str, stems: set[str]) -> bool:
+    """An import line naming one of the modules `stems`."""
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("import ", "from ")):
+            if set(re.split(r"[\s.,()]+", stripped)) & stems:
+                return True
     return False
