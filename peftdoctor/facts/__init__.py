@@ -63,17 +63,14 @@ class Facts:
             found = self._call_positions.get(id(node))
             if found is not None:
                 return found
+        project = self.interpreter.project
+        if project is not None and isinstance(node, cst.Call) and self.interpreter.path is not None:
+            found = project.piece_position(node, self.interpreter.path)  # a call in a module read in pieces
+            if found is not None:
+                return found
         if self._all_positions is None:
             self._all_positions = provider_positions(self.module)
         return self._all_positions.get(id(node), (1, 0, 1, 0))
-
-    def owns(self, node: cst.CSTNode) -> bool:
-        """Whether a call node is one of this file's (values name the call that made them)."""
-        if not isinstance(node, cst.Call) or self.source is None:
-            return False
-        if self._call_positions is None:
-            self._call_positions = call_positions(self.module, self.source, self.tree) or {}
-        return id(node) in self._call_positions
 
     def line_of(self, node: cst.CSTNode) -> int:
         return self.position(node)[0]
@@ -81,7 +78,8 @@ class Facts:
     def where(self, node: cst.CSTNode) -> str:
         """'line 12' for a node of this file, 'utils.py:12' for one of another module of the project."""
         project = self.interpreter.project
-        if project is not None and isinstance(node, cst.Call) and self.source is not None and not self.owns(node):
+        if project is not None and isinstance(node, cst.Call) and \
+                project.node_paths.get(id(node), self.interpreter.path) != self.interpreter.path:
             found = project.position(node)
             if found is not None:
                 path, position = found

@@ -114,8 +114,6 @@ class Interpreter(LocalCalls):
         if self.functions_walked:
             return
         self.functions_walked = True
-        top_level = {id(item): item.name.value for item in self.module.body
-                     if isinstance(item, (cst.FunctionDef, cst.ClassDef))} if only is not None else {}
         done: set[int] = set()
         while self._queue:
             fn, cls = self._queue.pop(0)
@@ -124,7 +122,7 @@ class Interpreter(LocalCalls):
             done.add(id(fn))
             if only is not None:
                 owner = cls.node if cls is not None else fn
-                if top_level.get(id(owner)) not in only:
+                if owner.name.value not in only:
                     continue
             self.walk_function(fn, cls, record=True)
 
@@ -371,6 +369,8 @@ class Interpreter(LocalCalls):
             if node.value in ("True", "False", "None"):
                 return const({"True": True, "False": False, "None": None}[node.value])
             found = env.lookup(node.value)
+            if found is None and self.project is not None and self.path is not None:
+                found = self.project.lookup_own(self.path, node.value)  # a definition read in pieces
             if found is None:
                 return (Value(REF, qualname=node.value, builtin=True),)
             return self._resolve_locals(found)
@@ -531,6 +531,8 @@ class Interpreter(LocalCalls):
                 name = refs[0].get("qualname")
         event = CallEvent(node, name or f".{method}", method, receiver, args, kwargs, star_kwargs, (),
                           self._scope)
+        if self.project is not None:
+            self.project.node_paths[id(node)] = self.path
         if name is not None:
             result = library.call_named(self, event, env)
         elif callee is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import libcst as cst
 
 from peftdoctor.facts.names import FLAT_LIBRARIES, canonical, dotted
+from peftdoctor.facts.positions import call_positions
 from peftdoctor.facts.values import LOCAL, REF, Value, Values
 
 # Never a project module, even when a folder of that name exists (vendored copies).
@@ -27,6 +28,7 @@ class ParsedModule:
     source: str
     module: cst.Module
     tree: object  # the ast tree when Python's parser read it (exact call positions), else None
+    line_map: list | None = None  # a piece of a module: its line i+1 is line line_map[i] of the file
 
 
 
@@ -42,13 +44,20 @@ class Project:
         self._parsed: dict[Path, ParsedModule | None] = {}
         self._interpreters: dict[Path, object] = {}
         self._resolved: dict[tuple, Path | None] = {}
+        self._defined: set[tuple] = set()  # (module, name) of definitions read in pieces
+        self._pieces: list = []  # (module, ParsedModule) of modules read in pieces, for positions
+        self._pieces_mapped: set[int] = set()
+        self._piece_positions: dict[int, tuple] = {}
+        self.node_paths: dict[int, Path] = {}  # id(call node) -> the module it was evaluated in
         self.inline_budget = 4000  # context-sensitive walks per run; beyond it, summaries only
 
     # ------------------------------------------------------------------ modules
     def parsed(self, path: Path) -> ParsedModule | None:
         path = path.resolve()
         if path not in self._parsed:
-            self._parsed[path] = self._reader.parsed(path)
+            parsed = self._parsed[path] = self._reader.parsed(path)
+            if parsed is not None and parsed.line_map is not None:
+                self._pieces.append((path, parsed))
         return self._parsed[path]
 
     def add_parsed(self, parsed: ParsedModule) -> None:
@@ -69,8 +78,11 @@ class Project:
             interp = Interpreter(parsed.module, path=path, project=self)
             self._interpreters[path] = interp
             interp.run(walk_functions=False)
-        if walk_functions:
-            interp.walk_functions(self._reader.walked_definitions(path))
+        if walk_functions and not interp.functions_walked:
+            only = self._reader.walked_definitions(path)
+            for name in sorted(only or ()):
+                self.lookup(path, name)  # a caller's definitions that use the checked files' code
+            interp.walk_functions(only)
         return interp
 
     def walked(self, path: Path) -> bool:
@@ -93,10 +105,33 @@ class Project:
             return None
         found = interp.module_env.names.get(name)
         if found is None:
+            found = self._define(interp, path, name)
+        if found is None:
             submodule = self.submodule(path, name)
             if submodule is not None:
                 return (Value(LOCAL, module=submodule, name=None),)
         return found
+
+    def lookup_own(self, path: Path, name: str) -> Values | None:
+        """A module's own name not bound yet: one of its definitions read in pieces, if any."""
+        if (path, name) in self._defined or self._reader.is_whole(path):
+            return None
+        interp = self._interpreters.get(path)
+        return self._define(interp, path, name) if interp is not None else None
+
+    def _define(self, interp, path: Path, name: str) -> Values | None:
+        """A definition of a module read in pieces, parsed and defined the first time it is used."""
+        key = (path, name)
+        if key in self._defined:
+            return interp.module_env.names.get(name)
+        self._defined.add(key)
+        parsed = self._reader.definition(path, name)
+        if parsed is None:
+            return None
+        self._pieces.append((path, parsed))
+        for statement in parsed.module.body:
+            interp.exec_statement(statement, interp.module_env)
+        return interp.module_env.names.get(name)
 
     def _unread_submodule(self, path: Path, name: str) -> Values | None:
         submodule = self.submodule(path, name)
@@ -193,16 +228,39 @@ class Project:
 
     # --------------------------------------------------------------- positions
     def position(self, node) -> tuple[Path, tuple[int, int, int, int]] | None:
-        """The file and position of a call node of any interpreted module."""
+        """The file and position of a call evaluated in any module of the project."""
         from peftdoctor.facts import Facts
 
-        for path, interp in self._interpreters.items():
-            if interp.facts is None:
-                parsed = self.parsed(path)
-                interp.facts = Facts(path=str(path), module=parsed.module, interpreter=interp,
-                                     source=parsed.source, tree=parsed.tree)
-            if interp.facts.owns(node):
-                return path, interp.facts.position(node)
+        path = self.node_paths.get(id(node))
+        if path is None:
+            return None
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None
+        if parsed.line_map is not None:
+            found = self.piece_position(node, path)
+            return (path, found) if found is not None else None
+        interp = self._interpreters[path]
+        if interp.facts is None:
+            interp.facts = Facts(path=str(path), module=parsed.module, interpreter=interp,
+                                 source=parsed.source, tree=parsed.tree)
+        return path, interp.facts.position(node)
+
+    def piece_position(self, node, path: Path) -> tuple[int, int, int, int] | None:
+        """The position of a call in module `path` read in pieces, in the file's own line numbers."""
+        found = self._piece_positions.get(id(node))
+        if found is not None:
+            return found
+        for piece_path, parsed in self._pieces:
+            if piece_path != path or id(parsed) in self._pieces_mapped:
+                continue
+            self._pieces_mapped.add(id(parsed))
+            lines = parsed.line_map
+            for key, (line, column, end_line, end_column) in (call_positions(parsed.module, parsed.source)
+                                                              or {}).items():
+                self._piece_positions[key] = (lines[line - 1], column, lines[end_line - 1], end_column)
+            if id(node) in self._piece_positions:
+                return self._piece_positions[id(node)]
         return None
 
 

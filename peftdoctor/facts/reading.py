@@ -1,10 +1,10 @@
 """How a module of the project is read for the facts: once, and no more of it than the facts can use.
 
-A file being checked is parsed whole. A module read only for the names it exports (a helper
-module a checked file imports) keeps its top-level statements and the definitions that
-mention something the facts model (RELEVANT_WORDS), plus the definitions those call;
-every other definition becomes blank lines, so line numbers stay true and libcst, the slow
-part, parses a fraction of the file. Python's own parser (fast) decides what to keep.
+A file being checked is parsed whole. Any other module of the project (a helper module a
+checked file imports, or a caller of one) is parsed in pieces: its top level without its
+definitions first, then each definition alone, the first time it is used, and only if it can
+matter (it mentions something the facts model, derives from a library class, or, in a caller,
+uses the checked files' code). Each piece keeps a map to the file's line numbers. Python's own parser (fast) decides what to keep; libcst, the slow part, parses a fraction.
 """
 
 from __future__ import annotations
@@ -31,6 +31,17 @@ class ModuleReader:
         self._whole = whole
         self._callers: dict[Path, set[str]] = {}  # caller -> names it imports from the checked files
         self._indexes: dict[Path, "_Index | None"] = {}
+        self._trees: dict[Path, tuple] = {}
+
+    def source_and_tree(self, path: Path) -> tuple[str, ast.Module] | None:
+        """The text and Python's tree of a module, read once (None when unreadable or not Python)."""
+        if path not in self._trees:
+            try:
+                source = self._read_source(path)
+                self._trees[path] = (source, ast.parse(source))
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+                self._trees[path] = None
+        return self._trees[path]
 
     def find_callers(self, candidates, resolve) -> list[Path]:
         """The candidate files that import, from a checked file, a definition the facts read there.
@@ -40,12 +51,14 @@ class ModuleReader:
         for path in candidates:
             path = path.resolve()
             try:
-                source = self._read_source(path)
-                if not _imports_one_of(source, stems):  # a cheap test before Python's parser
+                if not _imports_one_of(self._read_source(path), stems):  # a cheap test before any parse
                     continue
-                tree = ast.parse(source)
-            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            except OSError:
                 continue
+            read = self.source_and_tree(path)
+            if read is None:
+                continue
+            tree = read[1]
             names = set()
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom):
@@ -68,25 +81,37 @@ class ModuleReader:
         return found
 
     def _defines_relevant(self, module: Path, name: str) -> bool:
-        index = _Index.of(module, self._read_source) if module not in self._indexes else self._indexes[module]
-        self._indexes[module] = index
+        index = self._index(module)
         return index is None or name in index.worth
 
     def parsed(self, path: Path) -> ParsedModule | None:
         """The parsed module (whole, or its relevant part), or None when it cannot be read or parsed."""
         if path in self._whole:
+            read = self.source_and_tree(path)
+            if read is None:
+                return None
             try:
-                source = self._read_source(path)
-                tree = ast.parse(source)
-                return ParsedModule(path, source, cst.parse_module(source), tree)
-            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError, cst.ParserSyntaxError):
+                return ParsedModule(path, read[0], cst.parse_module(read[0]), read[1])
+            except (cst.ParserSyntaxError, RecursionError, MemoryError):
                 return None
         index = self._index(path)
         if index is None:
             return None
         try:
-            text = index.relevant_text()  # the positions of its calls come from this text
-            return ParsedModule(path, text, cst.parse_module(text), None)
+            text, line_map = index.header()  # its definitions come one by one, when used (`definition`)
+            return ParsedModule(path, text, cst.parse_module(text), None, line_map)
+        except (cst.ParserSyntaxError, RecursionError, MemoryError):
+            return None
+
+    def definition(self, path: Path, name: str) -> ParsedModule | None:
+        """One kept top-level definition of a module read in part, parsed alone (blank lines before it,
+        so its line numbers are true); None when it is not one."""
+        index = None if path in self._whole else self._index(path)
+        if index is None or name not in index.kept:
+            return None
+        try:
+            text, line_map = index.definition(name)
+            return ParsedModule(path, text, cst.parse_module(text), None, line_map)
         except (cst.ParserSyntaxError, RecursionError, MemoryError):
             return None
 
@@ -98,8 +123,8 @@ class ModuleReader:
         index = self._index(path)
         return index.using_imported if index is not None else set()
 
-    def is_caller(self, path: Path) -> bool:
-        return path.resolve() in self._callers
+    def is_whole(self, path: Path) -> bool:
+        return path in self._whole
 
     def worth_reading(self, path: Path, name: str) -> bool:
         """Whether `name` of module `path` can matter to the facts (else it stays unknown, unparsed)."""
@@ -111,8 +136,19 @@ class ModuleReader:
     def _index(self, path: Path):
         if path not in self._indexes or (path in self._callers and self._indexes[path] is not None
                                          and not self._indexes[path].using_imported_known):
-            self._indexes[path] = _Index.of(path, self._read_source, self._callers.get(path, frozenset()))
+            self._indexes[path] = self._make_index(path)
         return self._indexes[path]
+
+    def _make_index(self, path: Path):
+        try:
+            source = self._read_source(path)
+        except OSError:
+            return None
+        if path.name != "__init__.py" and path not in self._whole and \
+                not any(word in source for word in RELEVANT_WORDS):
+            return None
+        read = self.source_and_tree(path)
+        return _Index(read[0], read[1], self._callers.get(path, frozenset())) if read is not None else None
 
 
 class _Index:
@@ -154,31 +190,22 @@ class _Index:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 self.worth.update(t.id for t in targets if isinstance(t, ast.Name))
 
-    @classmethod
-    def of(cls, path: Path, read_source, imported: set[str] = frozenset()):
-        try:
-            source = read_source(path)
-        except OSError:
-            return None
-        if path.name != "__init__.py" and not any(word in source for word in RELEVANT_WORDS):
-            return None
-        try:
-            return cls(source, ast.parse(source), imported)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
-
     def _mentions_relevant(self, start: int, end: int) -> bool:
         text = "".join(self.lines[start - 1:end])
         return any(word in text for word in RELEVANT_IN_DEFINITIONS)
 
-    def relevant_text(self) -> str:
-        """The source with every definition not kept turned into blank lines (line numbers stay true)."""
-        out = list(self.lines)
-        for name, (_, start, end) in self.definitions.items():
-            if name not in self.kept:
-                for index in range(start - 1, end):
-                    out[index] = "\n"
-        return "".join(out)
+    def header(self) -> tuple[str, list[int]]:
+        """The top level without its definitions, and the file's line number of each of its lines
+        (libcst spends as much on a blank line as on code, so nothing stands in for what is left out)."""
+        skipped = set()
+        for _, start, end in self.definitions.values():
+            skipped.update(range(start, end + 1))
+        kept = [number for number in range(1, len(self.lines) + 1) if number not in skipped]
+        return "".join(self.lines[number - 1] for number in kept), kept
+
+    def definition(self, name: str) -> tuple[str, list[int]]:
+        _, start, end = self.definitions[name]
+        return "".join(self.lines[start - 1:end]), list(range(start, end + 1))
 
 
 MODELLED_TOPS = ("transformers", "peft", "trl")

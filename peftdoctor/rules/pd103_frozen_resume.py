@@ -13,19 +13,20 @@ def _frozen(value) -> bool:
 
 
 def _trained_values(facts, uses):
-    """(value, where) for every model value that is trained, directly or through a helper of this file.
+    """(value, where) for every model value that is trained, directly or through a helper.
 
     A helper trains its parameter when the parameter reaches a training use inside it;
-    a call of that helper then trains whatever is passed for that parameter.
+    a call of that helper then trains whatever is passed for that parameter. `where()`
+    describes the use; it is called only for a finding (a position can cost a parse's worth).
     """
     helpers: dict[int, list] = {}
     for use in uses:
-        line = facts.line_of(use.node)
+        where = _describer(facts, use)
         for value in use.models:
             if value.kind == PARAM:
-                helpers.setdefault(id(use.scope), []).append((value, f"{use.how} at line {line}"))
+                helpers.setdefault(id(use.scope), []).append((value, where))
             else:
-                yield value, f"{use.how} at line {line}"
+                yield value, where
     if not helpers:
         return
     for event in facts.events:
@@ -33,14 +34,19 @@ def _trained_values(facts, uses):
             for param, where in helpers.get(id(fn), ()):
                 passed = event.arg(param.get("index"), param.get("name")) or ()
                 for value in passed:
-                    yield value, f"in {fn.name.value}(), {where}"
+                    yield value, (lambda fn=fn, where=where: f"in {fn.name.value}(), {where()}")
+
+
+def _describer(facts, use):
+    return lambda: f"{use.how} at {facts.where(use.node)}"
 
 
 def check(facts, ctx):
     reported = set()
-    for value, where in _trained_values(facts, training_uses(facts)):  # some path is enough: a resume branch
+    for value, describe_use in _trained_values(facts, training_uses(facts)):  # some path is enough
         if not _frozen(value):
             continue
+        where = describe_use()
         if value.get("via") in ("from_pretrained", "auto"):
             origin = value.node
             if id(origin) in reported:
