@@ -229,7 +229,7 @@ def _project_root(paths) -> Path:
     return find_project_root(given[0]) if given else Path.cwd()
 
 
-def _read_project(paths, files: list[Path], config: Config):
+def _read_project(paths, files: list[Path], config: Config, named: set[Path] = frozenset()):
     """Interpret every file a rule will read before any rule runs, so that a call from one
     module into another is seen inside the callee too (see facts/calls.py). The files that
     import one of those (their callers: a runner, a main) are walked too, for the values
@@ -245,7 +245,8 @@ def _read_project(paths, files: list[Path], config: Config):
             text = read_source(path)
         except OSError:
             continue
-        if any(n in text for n in needles) and _enabled_rules(config, str(path)):
+        mentions = any(n in text for n in needles) or (path in named and any(w in text for w in RELEVANT_WORDS))
+        if mentions and _enabled_rules(config, str(path)):  # a file named on the command line: its imports too
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
@@ -265,8 +266,8 @@ def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = 
     config = config or Config()
     total = CheckResult()
     found = list(iter_python_files(paths, config))
-    files = [path for path, _ in found]
-    project = _read_project(paths, files, config) if files else None
+    named = {path for path, is_named in found if is_named}
+    project = _read_project(paths, [path for path, _ in found], config, named) if found else None
     for path, named in found:
         one = check_file(path, config, report_unused_noqa, project, named=named)
         total.findings.extend(one.findings)

@@ -394,10 +394,11 @@ def is_config_class(cls: Value) -> bool:
 
 
 def class_default(cls: Value, name: str) -> Values | None:
+    """A class-level field's value, marked `default`: the command line or a caller may set another."""
     for owner in _mro(cls):
         found = (owner.get("class_attrs") or {}).get(name)
         if found is not None:
-            return found
+            return tuple(v.derive(default=True) if v.kind == CONST else v for v in found)
     return None
 
 

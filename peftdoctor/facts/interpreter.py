@@ -243,7 +243,15 @@ class Interpreter(LocalCalls):
             env.names[name] = (Value(REF, qualname=qualname),)
 
     def _exec_if(self, node: cst.If, env: Env) -> bool:
-        self.eval(node.test, env)
+        taken = _known_truth(self.eval(node.test, env))
+        if taken is True:  # `if merge_peft:` with merge_peft=True passed in: only that branch runs
+            return self.exec_block(_body(node.body), env)
+        if taken is False:
+            if isinstance(node.orelse, cst.If):
+                return self._exec_if(node.orelse, env)
+            if isinstance(node.orelse, cst.Else):
+                return self.exec_block(_body(node.orelse.body), env)
+            return False
         before = env.guarded_ids()
         then_env = env.copy()
         self.narrow(node.test, then_env, True)
@@ -586,6 +594,20 @@ class Interpreter(LocalCalls):
         env.replace(old, new)
         if self._mutations is not None:
             self._mutations.append((old, new))
+
+
+def _known_truth(values: Values):
+    """True/False when a test is a literal on every path (not a field's default, which the command
+    line may change); None when it may go either way."""
+    if not values or any(v.kind != CONST or v.get("default") for v in values):
+        return None
+    truths = set()
+    for value in values:
+        literal = value.get("value")
+        if isinstance(literal, dict) and not value.get("complete", True):
+            return None
+        truths.add(bool(literal))
+    return truths.pop() if len(truths) == 1 else None
 
 
 def string_value(node: cst.SimpleString):

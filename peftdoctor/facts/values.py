@@ -41,7 +41,7 @@ GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAIN
 # declared here is a typo and raises instead of silently reading None.
 FIELDS = frozenset({
     "value", "complete", "qualname", "builtin", "items", "node", "cls", "name", "methods", "index", "module",
-    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "assigners", "maybe", "state", "class_attrs", "tokenizer",
+    "model", "modules", "peft", "guard", "bases", "library_base", "fields", "interp", "collected", "assigners", "maybe", "state", "class_attrs", "tokenizer", "default",
     # models
     "class_name", "dtype", "quantized", "head", "head_task", "resized", "new_tokens", "resized_at",
     "plain_again", "kbit_prepared", "casted", "halved_at", "via", "base", "config", "trainable", "frozen_by",

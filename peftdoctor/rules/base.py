@@ -91,3 +91,16 @@ def on_some_path(values, *kinds: str) -> Value | None:
         if value.kind in kinds and not value.get("maybe"):
             return value
     return None
+
+
+def local_anchor(facts: Facts, node) -> tuple[object, str | None]:
+    """Where, in this file, to report something made at `node`: `node` itself (None for the second
+    item), or, when it was made in another module of the project, the call in this file that brought
+    it here, with the other place described ('utils.py:12'). (None, None) when no call here did."""
+    project = facts.interpreter.project
+    if project is None or project.node_paths.get(id(node), facts.interpreter.path) == facts.interpreter.path:
+        return node, None
+    for event in facts.events:
+        if event.callees and any(v.node is node for v in event.result):
+            return event.node, facts.where(node)
+    return None, None

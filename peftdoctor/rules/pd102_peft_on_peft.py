@@ -1,10 +1,10 @@
 """PD102: get_peft_model (or a TRL trainer's peft_config) applied to a PeftModel."""
 
 from peftdoctor.facts.api_versions import in_range, shown
-from peftdoctor.facts.values import PEFT_MODEL, TRAINER, all_of
+from peftdoctor.facts.values import PEFT_MODEL, TRAINER
 from peftdoctor.finding import Severity
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, describe, finding
+from peftdoctor.rules.base import NEEDS_PEFT, describe, finding, on_some_path
 
 CODE = "PD102"
 
@@ -55,11 +55,11 @@ def trl_behaviour(class_name: str, version) -> str | None:
 
 def check(facts, ctx):
     for event in facts.calls("peft.get_peft_model"):
-        base = event.arg(0, "model")
-        if all_of(base, PEFT_MODEL):
+        wrapped = on_some_path(event.arg(0, "model"), PEFT_MODEL)
+        if wrapped is not None:
             yield finding(
                 facts, event.node, CODE,
-                f"get_peft_model is given a model that is already a PeftModel (from {describe(facts, base[0])}); "
+                f"get_peft_model is given a model that is already a PeftModel (from {describe(facts, wrapped)}); "
                 "the adapter is nested inside another PeftModel",
                 "wrap the plain base model once; to add a second adapter use model.add_adapter(name, config)",
             )
@@ -67,8 +67,8 @@ def check(facts, ctx):
         for trainer in event.result:
             if trainer.kind != TRAINER or trainer.node is not event.node or trainer.get("peft_config") is None:
                 continue
-            model = trainer.get("model")
-            if not all_of(model, PEFT_MODEL):
+            wrapped = on_some_path(trainer.get("model"), PEFT_MODEL)
+            if wrapped is None:
                 continue
             class_name = trainer.get("class_name")
             trl = ctx.version("trl", facts)
@@ -78,7 +78,7 @@ def check(facts, ctx):
             what, severity = WHAT_HAPPENS[behaviour]
             yield finding(
                 facts, event.node, CODE,
-                f"{class_name} gets a model that is already a PeftModel (from {describe(facts, model[0])}) "
+                f"{class_name} gets a model that is already a PeftModel (from {describe(facts, wrapped)}) "
                 f"together with peft_config=; on trl {shown(trl.version)} {what}",
                 "pass either the plain base model with peft_config=, or the PeftModel without peft_config "
                 "(to stack a new adapter, merge_and_unload() and save the merged base first)",

@@ -2,7 +2,7 @@
 
 from peftdoctor.facts.values import PARAM, PEFT_MODEL
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, finding
+from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
 from peftdoctor.rules.training import training_uses
 
 CODE = "PD103"
@@ -48,24 +48,32 @@ def check(facts, ctx):
             continue
         where = describe_use()
         if value.get("via") in ("from_pretrained", "auto"):
-            origin = value.node
-            if id(origin) in reported:
+            origin, elsewhere = local_anchor(facts, value.node)
+            if origin is None or id(origin) in reported:
                 continue
             reported.add(id(origin))
-            has_flag = any(arg.keyword is not None and arg.keyword.value == "is_trainable" for arg in origin.args)
-            fix = {"kind": "replace_keyword" if has_flag else "add_keyword", "keyword": "is_trainable",
-                   "value": "True"}
+            if elsewhere is None:
+                has_flag = any(arg.keyword is not None and arg.keyword.value == "is_trainable"
+                               for arg in origin.args)
+                fix = {"kind": "replace_keyword" if has_flag else "add_keyword", "keyword": "is_trainable",
+                       "value": "True"}
+                loaded = "adapter loaded without is_trainable=True"
+                hint = "pass is_trainable=True to from_pretrained when you resume training"
+            else:
+                fix = None
+                loaded = f"adapter loaded by this call without is_trainable=True (from_pretrained at {elsewhere})"
+                hint = "pass is_trainable=True through this helper to from_pretrained when you resume training"
             yield finding(
                 facts, origin, CODE,
-                f"adapter loaded without is_trainable=True is trained ({where}); "
+                f"{loaded} is trained ({where}); "
                 "its LoRA weights are frozen (requires_grad=False), so nothing is learned",
-                "pass is_trainable=True to from_pretrained when you resume training",
+                hint,
                 fix=fix,
             )
         elif value.get("frozen_by") is not None:
-            origin = value.get("frozen_by")
-            if id(origin) in reported:
-                continue
+            origin, elsewhere = local_anchor(facts, value.get("frozen_by"))
+            if origin is None or elsewhere is not None or id(origin) in reported:
+                continue  # made in another module: reported there, where its fix goes
             reported.add(id(origin))
             if value.get("frozen_how") == "kbit":
                 yield finding(

@@ -3,7 +3,7 @@
 from peftdoctor.facts.library import HEAD_TASK_TYPES, NOT_LITERAL
 from peftdoctor.facts.values import MISSING, PEFT_CONFIG, PEFT_MODEL, all_of
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, finding
+from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
 from peftdoctor.rules.training import training_uses
 
 CODE = "PD201"
@@ -42,14 +42,14 @@ def check(facts, ctx):
             reasons = _fp16_trainable_reasons(value, peft_version)
             if not reasons:
                 continue
-            node = value.get("halved_at") or value.node
-            if id(node) in reported:
+            node, _ = local_anchor(facts, value.get("halved_at") or value.node)
+            if node is None or id(node) in reported:
                 continue
             reported.add(id(node))
             yield finding(
                 facts, node, CODE,
-                f"model in float16 is trained under fp16 mixed precision ({use.how} at line "
-                f"{facts.line_of(use.node)}) with fp16 trainable weights: {reasons[0]}; the GradScaler fails "
+                f"model in float16 is trained under fp16 mixed precision ({use.how} at "
+                f"{facts.where(use.node)}) with fp16 trainable weights: {reasons[0]}; the GradScaler fails "
                 "with 'Attempting to unscale FP16 gradients'",
                 "load the base in float32 (or bfloat16 with bf16=True), or cast the trainable parameters to "
                 "float32 (peft.cast_mixed_precision_params or a p.data = p.data.float() loop)",

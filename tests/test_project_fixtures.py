@@ -1,0 +1,37 @@
+"""Whole-project fixtures: each folder under fixtures/projects is checked as one project, and every
+`# expect: PDxxx` comment in any of its files must be found there, and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peftdoctor.config import Config
+from peftdoctor.engine import check_paths
+from test_fixtures import expected_findings
+
+PROJECTS = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
+FOLDERS = sorted(p for p in PROJECTS.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_project(folder: Path):
+    result = check_paths([folder], Config())
+    actual = {(Path(f.path).resolve(), f.line, f.code) for f in result.findings}
+    expected = {(path.resolve(), line, code) for path in folder.rglob("*.py")
+                for line, code in expected_findings(path)}
+    shown = "\n".join(f"{f.location()}: {f.code} {f.message}" for f in result.findings)
+    assert actual == expected, f"expected {sorted(expected)}, got:\n{shown}"
+
+
+def test_a_file_of_a_project_checked_alone_still_reads_its_imports():
+    """Checking one file: its project root (here the folder, found by no marker above: the file's
+    folder) is read for the helpers it imports."""
+    result = check_paths([PROJECTS / "frozen_helper" / "train.py"], Config())
+    assert [(f.code, f.line) for f in result.findings] == [("PD103", 9)]
+
+
+def test_every_mechanism_has_a_project():
+    assert {p.name for p in FOLDERS} >= {"frozen_helper", "trainer_subclass", "tokens_in_helper",
+                                         "attributes", "resume_paths"}
