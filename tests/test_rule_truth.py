@@ -132,6 +132,23 @@ def test_pd101_loading_onto_a_loaded_adapter_loses_both(adapters):
     assert torch.allclose(logits(twice, ids), base_out, atol=1e-5)
 
 
+def test_pd101_reloading_onto_the_lora_tuner_base_model_loads_nothing(adapters):
+    """`peft_model.base_model` is the LoraModel tuner with its layers injected, not the plain model:
+    reloading onto it nests the keys (missing-keys warning) and the output is the base's."""
+    ids = token_batch()
+    base_out = logits(tiny_llama(), ids)
+    wanted = logits(PeftModel.from_pretrained(tiny_llama(), adapters["a"]), ids)
+    tuner = PeftModel.from_pretrained(tiny_llama(), adapters["a"]).base_model
+    assert type(tuner).__name__ == "LoraModel"
+    with pytest.warns(UserWarning, match="Found missing adapter keys"):
+        again = PeftModel.from_pretrained(tuner, adapters["a"])
+    assert torch.allclose(logits(again, ids), base_out, atol=1e-5)
+    assert not torch.allclose(logits(again, ids), wanted, atol=1e-4)
+    # Use instead: unload() gives the plain model back, and the adapter loads onto it.
+    plain = PeftModel.from_pretrained(tiny_llama(), adapters["a"]).unload()
+    assert torch.allclose(logits(PeftModel.from_pretrained(plain, adapters["a"]), ids), wanted, atol=1e-5)
+
+
 def test_pd101_adapter_saved_from_double_wrap_does_not_load(adapters, tmp_path):
     wrapped = get_peft_model(tiny_llama(), lora())
     with warnings.catch_warnings():
@@ -490,6 +507,26 @@ def test_pd302_loading_onto_a_base_that_was_not_resized(trained_without_embeddin
     loaded = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(base_dir), t["no_embed"])
     with pytest.raises(IndexError, match="index out of range"):
         loaded(input_ids=t["ids"])
+
+
+def test_pd302_resize_after_get_peft_model_leaves_the_new_rows_frozen_and_unsaved(base_dir, tmp_path):
+    """Tokens added and the embeddings resized after the wrap: the new matrices keep requires_grad=False
+    (transformers carries the old flag over), training leaves the new rows as they were, and the
+    adapter file holds no embedding."""
+    torch.manual_seed(3)
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(base_dir), lora())
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_tokens(NEW_TOKENS)
+    model.resize_token_embeddings(len(tokenizer))
+    assert model.get_input_embeddings().weight.shape[0] == VOCAB + len(NEW_TOKENS)
+    assert model.get_input_embeddings().weight.requires_grad is False
+    before = _new_rows(model)
+    _train_a_few_steps(model, tokenizer)
+    after = _new_rows(model)
+    assert all(torch.equal(b, a) for b, a in zip(before, after))
+    model.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert saved and not [k for k in saved if "embed" in k or "lm_head" in k]
 
 
 @pytest.mark.parametrize("config", [
