@@ -382,6 +382,31 @@ def _self_name(fn) -> str | None:
     return params[0].name.value if params else None
 
 
+def has_fresh_head(cls: Value) -> bool:
+    """The class's `__init__` (or a local base's) makes a new `nn.Linear` task head: assigned to
+    `self.<name>`, or `setattr(self, name, ...)`, where the attribute or the class is named as a head."""
+    from peftdoctor.facts.library import HEAD_WORDS
+
+    for owner in _mro(cls):
+        init = owner.get("methods", {}).get("__init__")
+        if init is None:
+            continue
+        for small in _small_statements(init.body):
+            linear, named = None, owner.get("name", "")
+            if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call):
+                target = small.targets[0].target
+                linear = small.value
+                named += " " + (target.attr.value if isinstance(target, cst.Attribute) else "")
+            elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call) \
+                    and dotted(small.value.func) == "setattr" and len(small.value.args) == 3:
+                linear = small.value.args[2].value
+                named += " " + (dotted(small.value.args[1].value) or "")
+            if isinstance(linear, cst.Call) and (dotted(linear.func) or "").endswith("Linear") \
+                    and any(word in named.lower() for word in HEAD_WORDS):
+                return True
+    return False
+
+
 def _holds_tracked(instance: Value) -> bool:
     state = instance.get("state") or {}
     return any(v.kind in TRACKED_KINDS and v.kind != SELF for values in state.values() for v in values)

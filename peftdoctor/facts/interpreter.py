@@ -17,7 +17,7 @@ from pathlib import Path
 import libcst as cst
 
 from peftdoctor.facts import conditions, library
-from peftdoctor.facts.calls import LocalCalls, _decorated, _function_body
+from peftdoctor.facts.calls import LocalCalls, _decorated, _function_body, has_fresh_head
 from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted, import_bindings
 from peftdoctor.facts.values import (
@@ -42,6 +42,9 @@ from peftdoctor.facts.values import (
 )
 
 TERMINATING_CALLS = {"sys.exit", "exit", "quit", "os._exit"}
+# An unknown call given one of these returns an object that remembers the call (a trainer of the
+# project built from an optimizer, say), so what is done with it later can be traced back.
+OPAQUE_INPUTS = frozenset({"optimizer"})
 
 
 @dataclass
@@ -548,6 +551,9 @@ class Interpreter(LocalCalls):
         else:
             result = self._call_method(event, env)
         event.result = result if result else unknown()
+        if all(v.kind == UNKNOWN for v in event.result) and any(
+                v.kind in OPAQUE_INPUTS for values in (*args, *kwargs.values()) for v in values):
+            event.result = (Value(UNKNOWN, node),)  # an object built from a model or an optimizer: trackable
         if self._recording:
             self.events.append(event)
         return event.result
@@ -560,7 +566,7 @@ class Interpreter(LocalCalls):
             local = self.call_method_of(value, event.method, event, env)
             if local is not None:
                 results.append(local)
-            elif value.kind == CLASS and value.get("library_base"):
+            elif value.kind == CLASS and (value.get("library_base") or event.method in library.MODEL_CONSTRUCTORS):
                 results.append(self._library_classmethod(value, event, env))
             else:
                 library_receivers.append(value)
@@ -573,11 +579,14 @@ class Interpreter(LocalCalls):
 
     def _library_classmethod(self, cls: Value, event: CallEvent, env: Env) -> Values:
         """`MyModel.from_pretrained(...)` on a local subclass: the library call, named by the local class."""
-        top = cls.get("library_base").split(".")[0]
+        top = (cls.get("library_base") or "transformers").split(".")[0]  # `from_pretrained`: a model class
         saved = event.name
         event.name = f"{top}.{cls.get('name')}.{event.method}"
         result = library.call_named(self, event, env)
         event.name = saved
+        if has_fresh_head(cls):
+            result = tuple(v.derive(head=True) if v.kind == "base_model" and not v.get("head") else v
+                           for v in result)
         return result
 
     # --------------------------------------------------------------- effects

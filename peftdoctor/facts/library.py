@@ -44,6 +44,11 @@ HEAD_TASKS = {
     "ForMultipleChoice": None,
 }
 HEAD_TASK_TYPES = {"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"}
+# A model class of the project whose __init__ makes a new nn.Linear named like one of these (or the
+# class is) has a fresh task head: a reward model's `score`, a critic's `value_head`, a `classifier`.
+HEAD_WORDS = ("score", "classifier", "value_head", "v_head", "reward", "critic", "cls_head")
+# Class methods that build a model from weights: called on a class of the project, it is a model class.
+MODEL_CONSTRUCTORS = ("from_pretrained", "from_config", "_from_config")
 NOT_MODELS = ("Tokenizer", "Processor", "Config", "FeatureExtractor", "Pipeline", "Collator", "Arguments")
 DTYPE_NAMES = {
     "float16": "float16",
@@ -170,6 +175,8 @@ def call_named(interp, event, env) -> Values:
         return (Value(GRAD_SCALER, event.node),)
     if _is_optimizer(name):
         return (Value(OPTIMIZER, event.node, models=_models_in_params(interp, event, env)),)
+    if name == "getattr" and len(event.args) >= 2:
+        return _getattr_of_library(event)
     if name == "len" and event.args:
         tokenizers = [v for v in event.args[0] if v.kind == TOKENIZER]
         if tokenizers:
@@ -348,6 +355,20 @@ def _trainer(interp, event, cls: str) -> Value:
         trained = (_wrap(event, model, peft_config, "trainer"),)
     return Value(TRAINER, event.node, class_name=cls, model=model, trained=trained, args=args,
                  peft_config=peft_config)
+
+
+def _getattr_of_library(event) -> Values:
+    """`getattr(torch.optim, config.optimizer)`: a class of that library module, named or not."""
+    modules = [v for v in event.args[0] if v.kind == REF and not v.get("builtin")]
+    if len(modules) != 1:
+        return unknown()
+    attr = const_value(event.args[1], None)
+    qualname = modules[0].get("qualname")
+    if isinstance(attr, str):
+        return (Value(REF, qualname=f"{qualname}.{attr}"),)
+    if qualname == "torch.optim":
+        return (Value(REF, qualname="torch.optim.Optimizer"),)  # some optimizer chosen at run time
+    return unknown()
 
 
 def _adds_special_tokens(event) -> bool:

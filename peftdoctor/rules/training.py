@@ -64,7 +64,8 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
                 uses.append(TrainingUse(event.node, models, "model.train()", facts.has_grad_scaler(event.scope),
                                         event.scope))
         for value in event.result:
-            if value.kind == OPTIMIZER and value.node is event.node and value.get("models") and facts.has_backward():
+            if value.kind == OPTIMIZER and value.node is event.node and value.get("models") and (
+                    facts.has_backward() or _handed_to_a_trainer(facts, value)):
                 uses.append(TrainingUse(event.node, value.get("models"), "an optimizer over its parameters",
                                         facts.has_grad_scaler(event.scope), event.scope))
         if event.method == "prepare" and any(r.kind == ACCELERATOR for r in event.receiver) and facts.has_backward():
@@ -74,3 +75,18 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
                 uses.append(TrainingUse(event.node, models, "accelerator.prepare()", precision == {"fp16"},
                                         event.scope))
     return uses
+
+
+def _handed_to_a_trainer(facts: Facts, optimizer) -> bool:
+    """The optimizer is passed to a call whose result is then `.train()`ed: a trainer of the project
+    (its backward pass lives in another module), or one built from a name only known at run time."""
+    built = set()
+    for event in facts.events:
+        passed = [*event.args, *event.kwargs.values()]
+        if any(value is optimizer for values in passed for value in values):
+            built.add(id(event.node))
+    if not built:
+        return False
+    return any(event.method == "train" and any(value.node is not None and id(value.node) in built
+                                               for value in event.receiver)
+               for event in facts.events)
