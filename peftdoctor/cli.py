@@ -59,31 +59,61 @@ def exit_status(findings: list[Finding]) -> int:
     return EXIT_FINDINGS if any(f.severity != Severity.INFO for f in findings) else EXIT_CLEAN
 
 
-def emit(fmt: str, findings: list[Finding], output: str | None, **info) -> None:
-    """Write the report to --output (atomically) or stdout."""
+def emit(fmt: str, findings: list[Finding], output: str | None, protected=(), **info) -> None:
+    """Write the report to --output (atomically, see peftdoctor.safe_write) or stdout.
+
+    `protected`: the files checked; an --output naming one of them is refused.
+    """
     if output is None:
         color = None if fmt == "text" else False
         render(fmt, findings, sys.stdout, color=color, **info)
         return
-    import os
-    import tempfile
+    check_output(output, protected)
+    import io
 
-    target = Path(output)
-    tmp = None
+    from peftdoctor.safe_write import Refused, replace_file
+
+    def write(stream) -> None:
+        text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n", write_through=True)
+        render(fmt, findings, text, color=False, **info)
+        text.flush()
+        text.detach()
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
-            render(fmt, findings, stream, color=False, **info)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, target)
-        tmp = None
+        replace_file(output, write)
+    except Refused as exc:
+        raise UsageFailure(f"{output}: cannot write report: {exc}") from None
     except OSError as exc:
         raise UsageFailure(f"{output}: cannot write report: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def check_output(output: str | None, protected) -> None:
+    """Refuse, before anything runs, an --output that is one of the checked files or cannot be replaced."""
+    if output is None:
+        return
+    from peftdoctor.safe_write import Refused, check_target, same_file
+
+    for path in protected:
+        if same_file(output, path):
+            raise UsageFailure(f"{output}: cannot write report: it is one of the checked files ({path})")
+    try:
+        check_target(output)
+    except Refused as exc:
+        raise UsageFailure(f"{output}: cannot write report: {exc}") from None
+    except OSError as exc:
+        raise UsageFailure(f"{output}: cannot write report: {exc.strerror or exc}") from None
+
+
+def checked_files(paths, config) -> list[str]:
+    """The paths given and the Python files that `check` reads under them (for check_output)."""
+    from peftdoctor.engine import PathError, iter_python_files
+
+    files = [str(raw) for raw in paths]
+    try:
+        files.extend(str(path) for path, _ in iter_python_files(paths, config))
+    except PathError:  # reported by the check itself
+        pass
+    return files
 
 
 def folders_of(paths) -> tuple[str, ...]:
@@ -129,6 +159,8 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
     from peftdoctor.engine import PathError, check_paths
 
     config = resolve_config(paths, config_file, select, ignore, extend_select)
+    protected = checked_files(paths, config) if output is not None else ()
+    check_output(output, protected)
     if fix or show_diff:
         from peftdoctor.fix import apply_fixes
 
@@ -143,7 +175,7 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
     except PathError as exc:
         raise UsageFailure(str(exc)) from None
     findings = sorted([*result.findings, *result.unused_suppressions], key=Finding.sort_key)
-    emit(fmt, findings, output, files_checked=result.files_checked, statistics=statistics, tool_kind="check")
+    emit(fmt, findings, output, protected, files_checked=result.files_checked, statistics=statistics, tool_kind="check")
     sys.exit(exit_status(findings))
 
 
@@ -171,6 +203,7 @@ def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_f
     if from_files:
         paths = folders_of(paths)
     config = resolve_config(paths, config_file, select, ignore, ())
+    check_output(output, paths)
     try:
         result = inspect_paths(
             paths,
@@ -185,7 +218,7 @@ def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_f
         )
     except InputError as exc:
         raise UsageFailure(str(exc)) from None
-    emit(fmt, result.findings, output, files_checked=result.adapters_checked, noun="adapter",
+    emit(fmt, result.findings, output, paths, files_checked=result.adapters_checked, noun="adapter",
          tool_kind="inspect")
     sys.exit(exit_status(result.findings))
 

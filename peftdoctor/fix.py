@@ -12,19 +12,25 @@ e.g. "from_pretrained"). `add_keyword` does nothing when the keyword is already
 there, or when the call has `**kwargs` (which might carry it); `replace_keyword`
 does nothing when it is absent. Edits are libcst node rewrites, so comments and
 layout survive; files are written atomically and only when they changed.
+
+Writing goes through `peftdoctor.safe_write`: a symlink's target is fixed (the link
+stays), a read-only file, another user's file or one that is not a regular file is
+refused, and so is a file that changed between reading it and writing the fix. Every
+file to write is checked before any is written, so a refusal leaves all files as they were
+(bar a concurrent change, which is only seen at its own write).
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
+
+from peftdoctor.safe_write import Refused, Snapshot, check_target, read_snapshot, real_path, replace_file
 
 KINDS = ("add_keyword", "replace_keyword")
 
@@ -182,27 +188,21 @@ def apply_edits(source: str, edits: list[dict]) -> str:
     return wrapper.module.visit(_Rewriter(targets)).code
 
 
-def _read(path: Path) -> tuple[str, str]:
-    data = path.read_bytes()
+def _read(path: Path) -> tuple[str, str, Snapshot]:
+    data, snapshot = read_snapshot(path)
     try:
-        return data.decode("utf-8"), "utf-8"
+        return data.decode("utf-8"), "utf-8", snapshot
     except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+        return data.decode("latin-1"), "latin-1", snapshot
 
 
-def write_atomically(path: Path, text: str, encoding: str = "utf-8") -> None:
-    """Replace `path` in one step (temp file in the same folder + os.replace), keeping its mode."""
-    mode = path.stat().st_mode
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as stream:
-            stream.write(text)
-        os.chmod(tmp, mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def write_atomically(path: Path, text: str, encoding: str = "utf-8", expect: Snapshot | None = None) -> None:
+    """Replace `path` in one step, keeping its mode and owner; a symlink's target is written (see safe_write).
+
+    Raises `Refused` for a file a careful editor would not write, or that changed since `expect`.
+    """
+    data = text.encode(encoding)
+    replace_file(path, lambda stream: stream.write(data), expect)
 
 
 def apply_fixes(paths, config, *, write: bool, stream) -> bool:
@@ -215,26 +215,49 @@ def apply_fixes(paths, config, *, write: bool, stream) -> bool:
         fix = finding.extra.get("fix")
         if fix:
             by_file[finding.path].append(fix)
+    # A file met twice (a symlink and its target, two links) is edited once, under its first name.
+    by_real: dict[Path, tuple[str, list[dict]]] = {}
+    for name in sorted(by_file):
+        real = real_path(name)
+        if real in by_real:
+            by_real[real][1].extend(e for e in by_file[name] if e not in by_real[real][1])
+        else:
+            by_real[real] = (name, list(by_file[name]))
     changed_files = 0
     fixed = 0
-    for name in sorted(by_file):
+    pending: list[tuple[str, str, str, str, Snapshot, int]] = []
+    for name, edits in by_real.values():
         path = Path(name)
         try:
-            source, encoding = _read(path)
+            source, encoding, snapshot = _read(path)
+        except Refused as exc:
+            raise PathError(f"{name}: cannot fix: {exc}") from None
         except OSError as exc:
             raise PathError(f"{name}: cannot read: {exc.strerror or exc}") from None
         try:
-            new = apply_edits(source, by_file[name])
+            new = apply_edits(source, edits)
         except (FixError, cst.ParserSyntaxError) as exc:
             print(f"peftdoctor: warning: {name}: fix skipped: {exc}", file=sys.stderr)
             continue
         if new == source:
             continue
+        pending.append((name, source, new, encoding, snapshot, len(edits)))
+    if write:
+        for name, _, _, _, snapshot, _ in pending:  # refuse before anything is written
+            try:
+                check_target(name, snapshot)
+            except Refused as exc:
+                raise PathError(f"{name}: cannot write fix: {exc}") from None
+            except OSError as exc:
+                raise PathError(f"{name}: cannot write fix: {exc.strerror or exc}") from None
+    for name, source, new, encoding, snapshot, count in pending:
         changed_files += 1
-        fixed += len(by_file[name])
+        fixed += count
         if write:
             try:
-                write_atomically(path, new, encoding)
+                write_atomically(Path(name), new, encoding, expect=snapshot)
+            except Refused as exc:
+                raise PathError(f"{name}: cannot write fix: {exc}") from None
             except OSError as exc:
                 raise PathError(f"{name}: cannot write fix: {exc.strerror or exc}") from None
         else:
