@@ -353,3 +353,28 @@ def test_inspect_finding_lists_every_problem(tmp_path):
     [item] = inspect_paths([str(folder)], config=Config(), show_summary=False).findings
     assert item.code == "PD611"
     assert "os.getcwd" in item.message and "duplicate entry archive/data.pkl" in item.message
+
+
+def test_real_peft_bin_save_is_clean(tmp_path):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.save_pretrained(tmp_path, safe_serialization=False)
+    assert unsafe(tmp_path / "adapter_model.bin") == []
+
+
+# ------------------------------------------------------------------------------------------ bounded output
+
+
+def test_repeated_problems_are_listed_once_and_capped(tmp_path):
+    path = tmp_path / "adapter_model.bin"
+    calls = (MALICIOUS[2:-1] + POP) * 500 + (EMPTY_DICT + EMPTY_TUPLE + REDUCE + POP) * 500
+    write_torch_zip(path, pkl(calls))
+    found = pickle_globals(str(path))
+    assert found.count(("os", "getcwd")) == 1
+    problems = [item for item in found if item[0] == "<pickle>"]
+    assert 1 < len(problems) <= 22 and any("more than" in name for _, name in problems)

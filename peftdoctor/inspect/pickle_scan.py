@@ -61,7 +61,14 @@ _ELEMENT_SIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloa
                  "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 MAX_ARG_BYTES = 1 << 20  # one opcode argument (a string, a bytes literal); a torch data.pkl has none near this
-_MAX_STR = 1024  # longer strings are kept as unknown values, not as candidate module / attribute names
+_MAX_STR = 200  # longer strings are kept as unknown values, not as candidate module / attribute names
+# The model's own state: a torch data.pkl keeps a few memo entries per tensor and a stack a few thousand deep
+# (pickle batches SETITEMS by 1000); past these the stream is reported, not followed.
+MAX_MEMO = 1 << 20
+MAX_DEPTH = 1 << 20
+MAX_DISTINCT = 10_000  # distinct (module, name) pairs kept per pickle
+MAX_LISTED = 50  # structural problems ("<zip>", "<file>", "<pickle>") listed per file
+MAX_PROBLEMS = 20  # unprovable opcodes listed per pickle (each names its byte offset)
 _ZIP_ENTRY = re.compile(r"(data\.pkl|byteorder|version|\.format_version|\.storage_alignment|data/\d+|"
                         r"\.data/serialization_id|\.data/version)")
 
@@ -82,13 +89,19 @@ def is_safe(module: str, name: str) -> bool:
 
 
 def pickle_globals(path: str) -> list[tuple[str, str]]:
-    """Every (module, name) the pickle(s) in `path` would import, in order of appearance, then every
-    pseudo-global ("<pickle>", "<zip>", "<file>") for what cannot be proved harmless."""
+    """Every distinct (module, name) the pickle(s) in `path` would import, in order of appearance, with a
+    pseudo-global ("<pickle>", "<zip>" or "<file>", what was found) for each thing not proved harmless."""
     try:
         with open(path, "rb") as stream:
-            return _scan_file(path, stream)
+            found = list(dict.fromkeys(_scan_file(path, stream)))
     except OSError as exc:
         raise PickleUnreadable(str(exc.strerror or exc)) from None
+    pseudo = [item for item in found if item[0].startswith("<")]
+    if len(pseudo) > MAX_LISTED:
+        dropped = set(pseudo[MAX_LISTED:])
+        found = [item for item in found if item not in dropped]
+        found.append(("<file>", f"{len(dropped)} more problems not listed"))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- file level
@@ -320,12 +333,25 @@ _GETS = {"BINGET", "LONG_BINGET", "GET"}
 def _scan_one(raw, storages):
     """Scan one pickle up to its STOP; returns (findings, the value left on the stack when it is modelled).
     `storages`, when given, collects the legacy persistent ids: key -> (storage class name, numel)."""
-    found: list[tuple[str, str]] = []
+    seen: dict = {}  # (module, name) -> None: distinct, in order of appearance; memory bounded by MAX_DISTINCT
     stack: list = []
     memo: dict = {}
+    problems = 0
+
+    def record(item):
+        if item not in seen:
+            if len(seen) >= MAX_DISTINCT:
+                seen[("<pickle>", f"more than {MAX_DISTINCT} distinct globals and problems (the rest not listed)")] = None
+                return
+            seen[item] = None
 
     def problem(text):
-        found.append(("<pickle>", f"{text} at byte {pos}"))
+        nonlocal problems
+        problems += 1
+        if problems <= MAX_PROBLEMS:
+            record(("<pickle>", f"{text} at byte {pos}"))
+        elif problems == MAX_PROBLEMS + 1:
+            record(("<pickle>", f"more than {MAX_PROBLEMS} unprovable opcodes (the rest not listed)"))
 
     def pop():
         if not stack or stack[-1] is MARK:
@@ -343,7 +369,7 @@ def _scan_one(raw, storages):
         return items
 
     def check_global(module, attr):
-        found.append((module, attr))
+        record((module, attr))
         return _Global(module, attr)
 
     def call(target, what):
@@ -358,10 +384,12 @@ def _scan_one(raw, storages):
     try:
         for opcode, arg, pos in pickletools.genops(stream):
             name = opcode.name
+            if len(stack) > MAX_DEPTH or len(memo) > MAX_MEMO:
+                raise _Unreadable(f"more than {MAX_DEPTH} stack items or {MAX_MEMO} memo entries (byte {pos})")
             if name in ("PROTO", "FRAME"):
                 continue
             if name == "STOP":
-                return found, (pop() if stack else UNKNOWN)
+                return list(seen), (pop() if stack else UNKNOWN)
             if name == "MARK":
                 stack.append(MARK)
             elif name == "POP":
@@ -447,13 +475,13 @@ def _scan_one(raw, storages):
             elif name == "APPEND":
                 item = pop()
                 target = pop()
-                if isinstance(target, _List):
+                if isinstance(target, _List) and len(target.items) < MAX_DEPTH:
                     target.items.append(item)
                 stack.append(target)
             elif name == "APPENDS":
                 items = pop_mark()
                 target = pop()
-                if isinstance(target, _List):
+                if isinstance(target, _List) and len(target.items) < MAX_DEPTH:
                     target.items.extend(items)
                 stack.append(target)
             else:
