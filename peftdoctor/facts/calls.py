@@ -129,6 +129,8 @@ class LocalCalls:
         return merged
 
     def _worth_inlining(self, fn, event, bound_self) -> bool:
+        if not self.can_matter(fn):
+            return False  # nothing in it creates, wraps, trains, saves or merges a model: its summary will do
         project = self.project
         budget_left = project.inline_budget > 0 if project is not None else self._local_budget > 0
         if not budget_left or len(self.inline_stack) >= MAX_INLINE_DEPTH or fn in self.inline_stack:
@@ -142,6 +144,18 @@ class LocalCalls:
         passed = [*event.args, *event.kwargs.values()]
         return any(v.kind in TRACKED_KINDS or (v.kind == CONST and isinstance(v.get("value"), bool))
                    for values in passed for v in values)
+
+    def can_matter(self, fn: cst.FunctionDef) -> bool:
+        """Whether a function's text mentions something the facts model (library.RELEVANT_IN_DEFINITIONS):
+        found once per function. Others are answered by their summary, never walked again per call."""
+        from peftdoctor.facts.library import RELEVANT_IN_DEFINITIONS
+
+        key = id(fn)
+        found = self._relevance.get(key)
+        if found is None:
+            text = self.module.code_for_node(fn.body)
+            found = self._relevance[key] = any(word in text for word in RELEVANT_IN_DEFINITIONS)
+        return found
 
     def _uses_a_default(self, fn: cst.FunctionDef, event) -> bool:
         """The call leaves out a parameter whose default is a literal the callee may decide on."""

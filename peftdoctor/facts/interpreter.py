@@ -97,6 +97,7 @@ class Interpreter(LocalCalls):
         self._local_budget = 500  # inlined walks when there is no project
         self.inline_stack: tuple = ()
         self.defaults: dict[int, Values] = {}  # id(Param) -> its default, evaluated where defined
+        self._relevance: dict[int, bool] = {}  # id(FunctionDef) -> whether inlining it can matter
         self.return_envs: list[Env] | None = None  # the env at each `return` of an inlined walk
         self.module_env = Env()
         self.functions_walked = False

@@ -16,7 +16,7 @@ from pathlib import Path
 import libcst as cst
 
 from peftdoctor.facts.library import RELEVANT_IN_DEFINITIONS, RELEVANT_WORDS
-from peftdoctor.facts.project import ParsedModule
+from peftdoctor.facts.project import LIBRARY_TOPS, ParsedModule
 
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -241,6 +241,9 @@ def _imports_one_of(source: str, stems: set[str]) -> bool:
     for line in source.splitlines():
         stripped = line.lstrip()
         if stripped.startswith(("import ", "from ")):
-            if set(re.split(r"[\s.,()]+", stripped)) & stems:
+            words = re.split(r"[\s.,()]+", stripped)
+            if len(words) > 1 and words[1] in LIBRARY_TOPS:
+                continue  # `from transformers.models.llama import ...` is not the project's llama.py
+            if set(words) & stems:
                 return True
     return False
