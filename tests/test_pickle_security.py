@@ -378,3 +378,34 @@ def test_repeated_problems_are_listed_once_and_capped(tmp_path):
     assert found.count(("os", "getcwd")) == 1
     problems = [item for item in found if item[0] == "<pickle>"]
     assert 1 < len(problems) <= 22 and any("more than" in name for _, name in problems)
+
+
+# ---------------------------------------------------------------------------------------------- zip layout
+
+
+def test_bytes_hidden_between_zip_entries(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", BENIGN)
+        buffer.seek(archive.start_dir)
+        buffer.write(MALICIOUS)  # outside any entry: a reader that walks local headers may find it
+        archive.start_dir = buffer.tell()
+        archive.writestr("archive/version", "3\n")
+    path = tmp_path / "adapter_model.bin"
+    path.write_bytes(buffer.getvalue())
+    found = unsafe(path)
+    assert any("bytes outside any entry before archive/version" in item for item in found), found
+
+
+def test_two_zips_back_to_back(tmp_path):
+    path = tmp_path / "adapter_model.bin"
+    path.write_bytes(torch_zip_bytes(MALICIOUS) + torch_zip_bytes(BENIGN))
+    found = unsafe(path)
+    assert any("bytes outside any entry" in item for item in found), found
+
+
+def test_data_after_the_zip_end_record(tmp_path):
+    path = tmp_path / "adapter_model.bin"
+    path.write_bytes(torch_zip_bytes(BENIGN) + MALICIOUS)
+    found = unsafe(path)
+    assert any("after the end-of-central-directory record" in item for item in found), found

@@ -133,7 +133,7 @@ def _scan_file(path: str, stream) -> list[tuple[str, str]]:
 
     if zip_view:
         stream.seek(0)
-        found += _scan_zip(stream)
+        found += _scan_zip(stream, size, starts_at_zero=head == b"PK\x03\x04")
     if pickle_view or not zip_view:
         if not pickle_view and not tar_view:
             raise PickleUnreadable(f"not a pickle: {pickle_error[1]}")
@@ -208,7 +208,7 @@ def _scan_legacy(stream, size: int):
     return found, None
 
 
-def _scan_zip(stream) -> list[tuple[str, str]]:
+def _scan_zip(stream, size: int, starts_at_zero: bool) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     try:
         archive = zipfile.ZipFile(stream)
@@ -216,6 +216,10 @@ def _scan_zip(stream) -> list[tuple[str, str]]:
         return [("<zip>", f"unreadable zip: {exc}")]
     with archive:
         infos = archive.infolist()
+        try:
+            found += _zip_layout(stream, archive, infos, size, starts_at_zero)
+        except (OSError, ValueError, struct.error) as exc:
+            found.append(("<zip>", f"unreadable zip layout: {exc}"))
         names = [info.filename for info in infos]
         prefixes = {name.split("/", 1)[0] for name in names}
         if len(prefixes) > 1:
@@ -240,6 +244,36 @@ def _scan_zip(stream) -> list[tuple[str, str]]:
                 if inner != "data.pkl":
                     found.append(("<zip>", f"a pickle in {info.filename} besides data.pkl"))
                 found += _scan_member(archive, info)
+    return found
+
+
+def _zip_layout(stream, archive, infos, size: int, starts_at_zero: bool) -> list[tuple[str, str]]:
+    """Entries back to back from byte 0 to the central directory, the end record last: no bytes that another
+    reader (or a pickle view of the file) could see and this scan would not."""
+    found: list[tuple[str, str]] = []
+    stream.seek(max(size - 22, 0))
+    tail = stream.read(22)
+    if len(tail) < 22 or tail[:4] != b"PK\x05\x06" or tail[20:22] != b"\0\0":
+        found.append(("<zip>", "data after the end-of-central-directory record (or a zip comment)"))
+    position = 0
+    for info in sorted(infos, key=lambda item: item.header_offset):
+        if info.header_offset != position and (position or starts_at_zero):
+            found.append(("<zip>", f"{info.header_offset - position} bytes outside any entry before "
+                                   f"{info.filename} (entries overlap or hide data)"))
+        stream.seek(info.header_offset)
+        header = stream.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            found.append(("<zip>", f"no local header for {info.filename}"))
+            return found
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        position = info.header_offset + 30 + name_length + extra_length + info.compress_size
+        if info.flag_bits & 0x08:  # a data descriptor follows the data
+            stream.seek(position)
+            signed = stream.read(4) == b"PK\x07\x08"
+            position += (4 if signed else 0) + (20 if info.file_size >= 0xFFFFFFFF else 12)
+    if position != archive.start_dir:
+        found.append(("<zip>", f"{archive.start_dir - position} bytes between the last entry and the central "
+                               "directory"))
     return found
 
 
