@@ -409,3 +409,19 @@ def test_data_after_the_zip_end_record(tmp_path):
     path.write_bytes(torch_zip_bytes(BENIGN) + MALICIOUS)
     found = unsafe(path)
     assert any("after the end-of-central-directory record" in item for item in found), found
+
+
+def test_dotted_storage_name_is_not_a_storage(tmp_path):
+    path = tmp_path / "adapter_model.bin"
+    write_torch_zip(path, pkl(u("torch"), u("hub.FloatStorage"), STACK_GLOBAL))
+    assert unsafe(path) == ["torch.hub.FloatStorage"]
+
+
+def test_zip_with_a_corrupt_central_directory_is_reported(tmp_path):
+    data = bytearray(torch_zip_bytes(BENIGN))
+    central = data.rindex(b"PK\x01\x02")
+    data[central:central + 4] = b"XXXX"
+    path = tmp_path / "adapter_model.bin"
+    path.write_bytes(bytes(data))
+    found = unsafe(path)
+    assert any(item.startswith("<zip>.unreadable zip") for item in found), found

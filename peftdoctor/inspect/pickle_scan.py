@@ -84,8 +84,9 @@ class _TooLarge(Exception):
 def is_safe(module: str, name: str) -> bool:
     if module.startswith("<"):
         return False
-    return ((module, name) in SAFE_GLOBALS or (module == "torch" and name.endswith("Storage"))
-            or (module == "torch" and name in _DTYPES))
+    # A dotted name walks attributes (torch.X.YStorage could be anything): only torch's own top-level names.
+    return ((module, name) in SAFE_GLOBALS or (module == "torch" and name.isidentifier()
+                                               and (name.endswith("Storage") or name in _DTYPES)))
 
 
 def pickle_globals(path: str) -> list[tuple[str, str]]:
@@ -110,17 +111,27 @@ def pickle_globals(path: str) -> list[tuple[str, str]]:
 def _scan_file(path: str, stream) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     head = stream.read(4)
+    starts_as_zip = head == b"PK\x03\x04"  # what torch.load looks at to choose the zip reader
     stream.seek(0, io.SEEK_END)
     size = stream.tell()
     stream.seek(0)
     zip_view = zipfile.is_zipfile(stream)  # finds the end-of-central-directory record anywhere near the end
     stream.seek(0)
+    zip_opens = zip_view and _zip_opens(stream)
+    stream.seek(0)
     tar_view = _is_tar(stream)
     stream.seek(0)
 
-    # The pickle view: what torch.load reads when the file does not start with a zip header.
-    pickle_found, pickle_error = _scan_legacy(stream, size)
+    # The pickle view: what torch.load unpickles when the file does not start with a zip header. A file that
+    # does starts with PERSID 'K\x03\x04...', which no loader accepts (pickle has no persistent_load, torch's
+    # rejects that id), so it has no pickle view; parsing it would only find chance STOPs in the zip's bytes.
+    if starts_as_zip:
+        pickle_found, pickle_error = [], (0, "starts with a zip header")
+    else:
+        pickle_found, pickle_error = _scan_legacy(stream, size)
     pickle_view = pickle_error is None or pickle_error[0] > 0  # at least one whole pickle
+    if pickle_view and zip_view and not zip_opens:
+        zip_view = False  # an end-record signature among the pickle's storage bytes, not a zip
 
     views = [name for name, present in (("a pickle", pickle_view), ("a zip", zip_view), ("a tar", tar_view))
              if present]
@@ -128,17 +139,25 @@ def _scan_file(path: str, stream) -> list[tuple[str, str]]:
         found.append(("<file>", f"parses as {' and as '.join(views)} at once (a loader may read another view)"))
     if tar_view:
         found.append(("<file>", "tar archive (pre-1.0 torch format, whose pickles are not scanned)"))
-    if zip_view and head != b"PK\x03\x04":
+    if zip_view and not starts_as_zip:
         found.append(("<file>", "zip data does not start at byte 0 (torch.load reads such a file as a pickle)"))
 
     if zip_view:
         stream.seek(0)
-        found += _scan_zip(stream, size, starts_at_zero=head == b"PK\x03\x04")
+        found += _scan_zip(stream, size, starts_at_zero=starts_as_zip)
     if pickle_view or not zip_view:
         if not pickle_view and not tar_view:
             raise PickleUnreadable(f"not a pickle: {pickle_error[1]}")
         found += pickle_found
     return found
+
+
+def _zip_opens(stream) -> bool:
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            return bool(archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
+        return False
 
 
 def _is_tar(stream) -> bool:
