@@ -425,3 +425,23 @@ def test_zip_with_a_corrupt_central_directory_is_reported(tmp_path):
     path.write_bytes(bytes(data))
     found = unsafe(path)
     assert any(item.startswith("<zip>.unreadable zip") for item in found), found
+
+
+def test_scan_memory_does_not_grow_with_nesting_or_long_names(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "adapter_model.bin"
+    # 100k nested tuples (DUP TUPLE2, each holding the last), then 100k memoized small tuples.
+    chain = NONE + (DUP + b"\x86") * 100_000 + POP + (NONE + NONE + b"\x86" + MEMOIZE + POP) * 100_000
+    write_torch_zip(path, pkl(chain))
+    tracemalloc.start()
+    try:
+        pickle_globals(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 60 * 2**20, peak
+    # A global named with a 500 KB module line is recorded clipped, and is not safe.
+    write_torch_zip(path, pkl(b"c" + b"torch" * 100_000 + b"\nFloatStorage\n"))
+    [(module, name)] = pickle_globals(str(path))
+    assert len(module) < 300 and module.endswith("...") and not is_safe(module, name)

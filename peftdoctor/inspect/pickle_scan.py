@@ -390,6 +390,7 @@ def _scan_one(raw, storages):
     stack: list = []
     memo: dict = {}
     problems = 0
+    retained = 0  # items kept in tuples and lists
 
     def record(item):
         if item not in seen:
@@ -422,8 +423,22 @@ def _scan_one(raw, storages):
         return items
 
     def check_global(module, attr):
+        module, attr = _clip(module), _clip(attr)  # a clipped name ends with "..." and is never safe
         record((module, attr))
         return _Global(module, attr)
+
+    def leaves(items):
+        """What a tuple / list keeps: strings, ints and globals only (never another container, so nothing
+        the scan keeps can grow by nesting), at most MAX_DEPTH items a pickle."""
+        nonlocal retained
+        retained += len(items)
+        if retained > MAX_DEPTH:
+            return None
+        return [item if isinstance(item, (str, int, _Global)) else UNKNOWN for item in items]
+
+    def container(cls, items):
+        kept = leaves(items) if cls is _List or len(items) <= 8 else None
+        return UNKNOWN if kept is None else cls(kept)
 
     def call(target, what):
         """A REDUCE / NEWOBJ / OBJ: allowed only on an allowed global."""
@@ -468,7 +483,7 @@ def _scan_one(raw, storages):
             elif name in _STRINGS:
                 stack.append(arg if isinstance(arg, str) and len(arg) <= _MAX_STR else UNKNOWN)
             elif name in _INTS:
-                stack.append(arg if isinstance(arg, int) else UNKNOWN)
+                stack.append(arg if isinstance(arg, int) and -(1 << 128) < arg < 1 << 128 else UNKNOWN)
             elif name == "GLOBAL":
                 module, _, attr = str(arg).partition(" ")
                 stack.append(check_global(module, attr))
@@ -515,27 +530,35 @@ def _scan_one(raw, storages):
             elif name == "PERSID":
                 stack.append(UNKNOWN)
             elif name in ("EMPTY_TUPLE",):
-                stack.append(_Tuple(()))
+                stack.append(container(_Tuple, []))
             elif name in _TUPLES:
                 items = [pop() for _ in range(_TUPLES[name])]
-                stack.append(_Tuple(reversed(items)))
+                stack.append(container(_Tuple, items[::-1]))
             elif name == "TUPLE":
-                stack.append(_Tuple(pop_mark()))
+                stack.append(container(_Tuple, pop_mark()))
             elif name == "EMPTY_LIST":
-                stack.append(_List(()))
+                stack.append(container(_List, []))
             elif name == "LIST":
-                stack.append(_List(pop_mark()))
+                stack.append(container(_List, pop_mark()))
             elif name == "APPEND":
                 item = pop()
                 target = pop()
-                if isinstance(target, _List) and len(target.items) < MAX_DEPTH:
-                    target.items.append(item)
+                if isinstance(target, _List):
+                    kept = leaves([item])
+                    if kept is None:
+                        target = UNKNOWN
+                    else:
+                        target.items += kept
                 stack.append(target)
             elif name == "APPENDS":
                 items = pop_mark()
                 target = pop()
-                if isinstance(target, _List) and len(target.items) < MAX_DEPTH:
-                    target.items.extend(items)
+                if isinstance(target, _List):
+                    kept = leaves(items)
+                    if kept is None:
+                        target = UNKNOWN
+                    else:
+                        target.items += kept
                 stack.append(target)
             else:
                 _generic(opcode, stack, pop, pop_mark)
@@ -561,8 +584,12 @@ def _generic(opcode, stack, pop, pop_mark):
     stack.extend(UNKNOWN for _ in after)
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_STR else text[:_MAX_STR] + "..."
+
+
 def _record_storage(key, storages):
-    if storages is None or not isinstance(key, _Tuple) or len(key.items) < 5:
+    if storages is None or not isinstance(key, _Tuple) or len(key.items) < 5 or len(storages) >= MAX_MEMO:
         return
     kind, storage_type, storage_key, _location, numel = key.items[:5]
     if kind == "storage" and isinstance(storage_type, _Global) and isinstance(storage_key, str) \
