@@ -445,3 +445,13 @@ def test_scan_memory_does_not_grow_with_nesting_or_long_names(tmp_path):
     write_torch_zip(path, pkl(b"c" + b"torch" * 100_000 + b"\nFloatStorage\n"))
     [(module, name)] = pickle_globals(str(path))
     assert len(module) < 300 and module.endswith("...") and not is_safe(module, name)
+
+
+def test_damaged_zip_entry_is_reported_not_raised(tmp_path):
+    data = bytearray(torch_zip_bytes(MALICIOUS))
+    at = data.index(MALICIOUS)
+    data[at + 3] ^= 0xFF  # the CRC no longer matches
+    path = tmp_path / "adapter_model.bin"
+    path.write_bytes(bytes(data))
+    found = unsafe(path)
+    assert any("archive/data.pkl" in item and ("unreadable" in item or "CRC" in item) for item in found), found

@@ -29,6 +29,7 @@ import re
 import struct
 import tarfile
 import zipfile
+import zlib
 
 SAFE_GLOBALS = {
     ("collections", "OrderedDict"),
@@ -257,8 +258,12 @@ def _scan_zip(stream, size: int, starts_at_zero: bool) -> list[tuple[str, str]]:
                 found.append(("<zip>", f"unexpected entry {info.filename}"))
             if re.fullmatch(r"data/\d+", inner) or info.is_dir():
                 continue  # raw storage bytes, never unpickled
-            with archive.open(info) as member:
-                looks_pickled = member.read(1) == b"\x80"
+            try:
+                with archive.open(info) as member:
+                    looks_pickled = member.read(1) == b"\x80"
+            except _ENTRY_ERRORS as exc:
+                found.append(("<zip>", f"unreadable entry {info.filename}: {exc}"))
+                continue
             if inner == "data.pkl" or info.filename.endswith(".pkl") or looks_pickled:
                 if inner != "data.pkl":
                     found.append(("<zip>", f"a pickle in {info.filename} besides data.pkl"))
@@ -296,6 +301,10 @@ def _zip_layout(stream, archive, infos, size: int, starts_at_zero: bool) -> list
     return found
 
 
+# A damaged, encrypted (RuntimeError) or oddly compressed (NotImplementedError) entry is reported, not raised.
+_ENTRY_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error)
+
+
 def _scan_member(archive, info) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     try:
@@ -306,7 +315,7 @@ def _scan_member(archive, info) -> list[tuple[str, str]]:
                 found.append(("<zip>", f"trailing data after STOP in {info.filename}"))
     except _Unreadable as exc:
         found.append(("<pickle>", f"unreadable opcode stream in {info.filename}: {exc}"))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except _ENTRY_ERRORS as exc:
         found.append(("<zip>", f"unreadable entry {info.filename}: {exc}"))
     return found
 
@@ -395,7 +404,7 @@ def _scan_one(raw, storages):
     def record(item):
         if item not in seen:
             if len(seen) >= MAX_DISTINCT:
-                seen[("<pickle>", f"more than {MAX_DISTINCT} distinct globals and problems (the rest not listed)")] = None
+                seen[("<pickle>", f"more than {MAX_DISTINCT} distinct globals (the rest not listed)")] = None
                 return
             seen[item] = None
 
@@ -518,7 +527,7 @@ def _scan_one(raw, storages):
                 pop()
                 target = pop()
                 if not isinstance(target, _Instance):
-                    problem(f"BUILD on {_describe(target)} (only objects made by an allowed global may be set up)")
+                    problem(f"BUILD on {_describe(target)} (only an object made by an allowed global may be set up)")
                 stack.append(target)
             elif name in ("EXT1", "EXT2", "EXT4"):
                 problem(f"{name} {arg} (a global from copyreg's extension registry, which it cannot resolve)")
