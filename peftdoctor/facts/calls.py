@@ -106,7 +106,7 @@ class LocalCalls:
         fn = fn_value.node
         cls = fn_value.get("cls")
         event.callees = (*event.callees, fn)
-        if self._worth_inlining(fn, event, bound_self):
+        if self._worth_inlining(owner, fn, cls, event, bound_self):
             return owner.inline(fn, cls, event, env, self, bound_self, skip_self)
         results = []
         for value in owner.summary(fn, cls):
@@ -128,8 +128,8 @@ class LocalCalls:
             return tuple(mark_maybe(v) for v in merged)
         return merged
 
-    def _worth_inlining(self, fn, event, bound_self) -> bool:
-        if not self.can_matter(fn):
+    def _worth_inlining(self, owner, fn, cls, event, bound_self) -> bool:
+        if not owner.can_matter(fn, cls):
             return False  # nothing in it creates, wraps, trains, saves or merges a model: its summary will do
         project = self.project
         budget_left = project.inline_budget > 0 if project is not None else self._local_budget > 0
@@ -145,14 +145,19 @@ class LocalCalls:
         return any(v.kind in TRACKED_KINDS or (v.kind == CONST and isinstance(v.get("value"), bool))
                    for values in passed for v in values)
 
-    def can_matter(self, fn: cst.FunctionDef) -> bool:
+    def can_matter(self, fn: cst.FunctionDef, cls: Value | None = None) -> bool:
         """Whether a function's text mentions something the facts model (library.RELEVANT_IN_DEFINITIONS):
         found once per function. Others are answered by their summary, never walked again per call."""
         from peftdoctor.facts.library import RELEVANT_IN_DEFINITIONS
 
+        if self.project is not None and self.path is not None:
+            relevant = self.project.relevant_functions(self.path)
+            if relevant is not None:
+                return (cls.get("name") if cls is not None else None, fn.name.value) in relevant or \
+                    (cls is not None and (None, fn.name.value) in relevant)
         key = id(fn)
         found = self._relevance.get(key)
-        if found is None:
+        if found is None:  # a file checked alone: the function's own text
             text = self.module.code_for_node(fn.body)
             found = self._relevance[key] = any(word in text for word in RELEVANT_IN_DEFINITIONS)
         return found

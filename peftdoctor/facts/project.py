@@ -85,6 +85,9 @@ class Project:
             interp.walk_functions(only)
         return interp
 
+    def relevant_functions(self, path: Path):
+        return self._reader.relevant_functions(path)
+
     def walked(self, path: Path) -> bool:
         """The file was interpreted in full (checked, or a caller of a checked module): rules may read it."""
         interp = self._interpreters.get(path.resolve())

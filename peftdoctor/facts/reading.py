@@ -19,6 +19,7 @@ from peftdoctor.facts.library import RELEVANT_IN_DEFINITIONS, RELEVANT_WORDS
 from peftdoctor.facts.project import LIBRARY_TOPS, ParsedModule
 
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ModuleReader:
@@ -32,6 +33,7 @@ class ModuleReader:
         self._callers: dict[Path, set[str]] = {}  # caller -> names it imports from the checked files
         self._indexes: dict[Path, "_Index | None"] = {}
         self._trees: dict[Path, tuple] = {}
+        self._relevant_functions: dict[Path, set | None] = {}
 
     def source_and_tree(self, path: Path) -> tuple[str, ast.Module] | None:
         """The text and Python's tree of a module, read once (None when unreadable or not Python)."""
@@ -42,6 +44,25 @@ class ModuleReader:
             except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
                 self._trees[path] = None
         return self._trees[path]
+
+    def relevant_functions(self, path: Path) -> set[tuple] | None:
+        """(class name or None, function name) of the functions whose text mentions something the facts
+        model: calls of the others are answered by summaries. None when the module cannot be read."""
+        found = self._relevant_functions.get(path)
+        if found is None and path not in self._relevant_functions:
+            read = self.source_and_tree(path)
+            if read is not None:
+                lines = read[0].splitlines(keepends=True)
+                found = set()
+                for node in read[1].body:
+                    owner, members = (node.name, node.body) if isinstance(node, ast.ClassDef) else (None, [node])
+                    for member in members:
+                        if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                            text = "".join(lines[member.lineno - 1:member.end_lineno])
+                            if any(word in text for word in RELEVANT_IN_DEFINITIONS):
+                                found.add((owner, member.name))
+            self._relevant_functions[path] = found
+        return found
 
     def find_callers(self, candidates, resolve) -> list[Path]:
         """The candidate files that import, from a checked file, a definition the facts read there.
@@ -164,8 +185,9 @@ class _Index:
                 start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
                 self.definitions[node.name] = (node, start, node.end_lineno)
         library_names = _names_from_libraries(tree)
-        self.using_imported = {name for name, (node, _, _) in self.definitions.items()
-                               if imported and _uses(node, imported)}
+        words = {name: set(WORD.findall("".join(self.lines[start - 1:end])))  # the names each one uses
+                 for name, (_, start, end) in self.definitions.items()}
+        self.using_imported = {name for name in self.definitions if imported and words[name] & imported}
         if imported:  # a caller: what uses the checked files' code, and the helpers that uses
             self.kept = set(self.using_imported)
         else:
@@ -174,11 +196,9 @@ class _Index:
                          or (isinstance(node, ast.ClassDef) and _derives_from(node, library_names))}
         pending = list(self.kept)
         while pending:  # the module's own helpers that a kept definition uses
-            node = self.definitions[pending.pop()][0]
-            for used in ast.walk(node):
-                if isinstance(used, ast.Name) and used.id in self.definitions and used.id not in self.kept:
-                    self.kept.add(used.id)
-                    pending.append(used.id)
+            for used in words[pending.pop()] & self.definitions.keys() - self.kept:
+                self.kept.add(used)
+                pending.append(used)
         self.worth = set(self.kept)
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and (node.level or node.module.split(".")[0] not in MODELLED_TOPS):
@@ -230,10 +250,6 @@ def _derives_from(node: ast.ClassDef, names: set[str]) -> bool:
         if isinstance(base, ast.Name) and base.id in names:
             return True
     return False
-
-
-def _uses(node: ast.AST, names: set[str]) -> bool:
-    return any(isinstance(used, ast.Name) and used.id in names for used in ast.walk(node))
 
 
 def _imports_one_of(source: str, stems: set[str]) -> bool:
