@@ -141,6 +141,11 @@ UNPROVABLE = {
     # BUILD on a global sets attributes on the class / function / module itself.
     "build_on_global": (pkl(u("collections"), u("OrderedDict"), STACK_GLOBAL, EMPTY_DICT, BUILD), "BUILD on"),
     "build_on_dict": (pkl(EMPTY_DICT, EMPTY_DICT, BUILD), "BUILD on"),
+    # SETITEM / APPEND on a global call that global's own __setitem__ / append.
+    "setitem_on_global": (pkl(u("collections"), u("OrderedDict"), STACK_GLOBAL, u("k"), NONE, b"s"),
+                          "SETITEM on collections.OrderedDict"),
+    "appends_on_global": (pkl(u("collections"), u("OrderedDict"), STACK_GLOBAL, MARK, NONE, b"e"),
+                          "APPENDS on collections.OrderedDict"),
     # Streams a loader would reject, or that the scanner cannot follow.
     "memo_get_empty_slot": (pkl(get(7)), "unreadable opcode stream"),
     "pop_empty_stack": (PROTO4 + POP + NONE + STOP, "unreadable opcode stream"),

@@ -11,14 +11,15 @@ classes and OrderedDict.
 Anything the scanner cannot prove harmless comes back as a pseudo-global whose
 module is in angle brackets (`<pickle>`, `<zip>`, `<file>`) and whose name says
 what was found: an operand it cannot resolve, a call on something that is not
-an allowed global, a file that is a pickle and a zip at once, duplicate or
-unexpected zip entries, a pickle inside the zip other than data.pkl, bytes
-after STOP or after the legacy format's storages. `is_safe` is False for all
-of them.
+an allowed global, a file that is a pickle and a zip (or tar) at once, duplicate
+or unexpected zip entries, bytes between or around zip entries, a pickle inside
+the zip other than data.pkl (each one is scanned), bytes after STOP or after the
+legacy format's storages. `is_safe` is False for all of them.
 
 Memory stays bounded: pickles are read as streams (a zip member is opened, not
-read), a legacy file's storages are skipped with seek, and no opcode argument
-over `MAX_ARG_BYTES` is read.
+read), a legacy file's storages are skipped with seek, no opcode argument over
+`MAX_ARG_BYTES` is read, and the model keeps only short strings, small ints and
+globals (tuples and lists hold no containers), within MAX_MEMO / MAX_DEPTH.
 """
 
 from __future__ import annotations
@@ -552,6 +553,8 @@ def _scan_one(raw, storages):
             elif name == "APPEND":
                 item = pop()
                 target = pop()
+                if isinstance(target, _Global):
+                    problem(f"APPEND on {_describe(target)} (calls a method of the global itself)")
                 if isinstance(target, _List):
                     kept = leaves([item])
                     if kept is None:
@@ -562,6 +565,8 @@ def _scan_one(raw, storages):
             elif name == "APPENDS":
                 items = pop_mark()
                 target = pop()
+                if isinstance(target, _Global):
+                    problem(f"APPENDS on {_describe(target)} (calls a method of the global itself)")
                 if isinstance(target, _List):
                     kept = leaves(items)
                     if kept is None:
@@ -570,7 +575,7 @@ def _scan_one(raw, storages):
                         target.items += kept
                 stack.append(target)
             else:
-                _generic(opcode, stack, pop, pop_mark)
+                _generic(opcode, stack, pop, pop_mark, problem)
     except _TooLarge as exc:
         raise _Unreadable(str(exc)) from None
     except (ValueError, EOFError, IndexError, KeyError, struct.error) as exc:
@@ -578,17 +583,23 @@ def _scan_one(raw, storages):
     raise _Unreadable("no STOP opcode")
 
 
-def _generic(opcode, stack, pop, pop_mark):
+def _generic(opcode, stack, pop, pop_mark, problem):
     """Any other opcode: pop what it takes (down to the MARK for a stackslice), push one unknown per result.
-    Opcodes that fill a container (SETITEM(S), ADDITEMS) keep the container's value."""
+    Opcodes that fill a container (SETITEM(S), ADDITEMS) keep the container's value; on a global they would
+    call its __setitem__ / add, which is reported."""
     before = [item.name for item in opcode.stack_before]
     after = opcode.stack_after
     if "stackslice" in before:
         pop_mark()
         before = before[:before.index("mark")]
-    for _ in before[1:] if before and len(after) == 1 and before[0] in ("dict", "set") else before:
+    fills = bool(before) and len(after) == 1 and before[0] in ("dict", "set")
+    for _ in before[1:] if fills else before:
         pop()
-    if before and len(after) == 1 and before[0] in ("dict", "set"):
+    if fills:
+        if not stack or stack[-1] is MARK:
+            raise _Unreadable(f"{opcode.name} without a container")
+        if isinstance(stack[-1], _Global):
+            problem(f"{opcode.name} on {_describe(stack[-1])} (calls a method of the global itself)")
         return  # the container stays where it was
     stack.extend(UNKNOWN for _ in after)
 
