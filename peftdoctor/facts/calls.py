@@ -137,8 +137,8 @@ class LocalCalls:
             return False
         if not self._recording:
             return False  # inside a summary walk, summaries all the way down: linear cost
-        if bound_self is not None and _holds_tracked(bound_self):
-            return True  # a method of an instance that holds a model (or the like) along this path
+        if bound_self is not None and (_holds_tracked(bound_self) or fn.name.value == "__init__"):
+            return True  # a constructor, or a method of an instance that holds a model along this path
         if self._uses_a_default(fn, event):
             return True
         passed = [*event.args, *event.kwargs.values()]
@@ -188,6 +188,10 @@ class LocalCalls:
             self._local_budget -= 1
         env = Env(self.module_env)
         self.bind_arguments(fn, cls, env, event, bound_self, skip_self)
+        if bound_self is None and not skip_self and _self_name(fn) is not None:
+            passed = env.names.get(_self_name(fn)) or ()  # `Base.__init__(self, ...)`: the instance passed
+            if len(passed) == 1 and passed[0].kind == SELF:
+                bound_self = passed[0]
         stack = caller.inline_stack + (fn,)
         saved = (self._returns, self._recording, self._scope, self.inline_stack, self._mutations, self.return_envs)
         self._returns, self._recording, self._scope, self.inline_stack, self._mutations = [], True, fn, stack, []

@@ -9,7 +9,9 @@ CODE = "PD103"
 
 
 def _frozen(value) -> bool:
-    return value.kind == PEFT_MODEL and value.get("trainable") is False and not value.get("unfrozen")
+    """A frozen adapter on a real path (a `maybe` value, from another method's `self.x`, is not one)."""
+    return value.kind == PEFT_MODEL and value.get("trainable") is False and not value.get("unfrozen") \
+        and not value.get("maybe")
 
 
 def _trained_values(facts, uses):
