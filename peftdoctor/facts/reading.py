@@ -102,8 +102,14 @@ class ModuleReader:
         return found
 
     def _defines_relevant(self, module: Path, name: str) -> bool:
+        """`name` is a function of that checked module that can matter: its callers pass it values.
+        (A class imported from it is instantiated or subclassed; its methods are walked there.)"""
         index = self._index(module)
-        return index is None or name in index.worth
+        if index is None:
+            return False
+        found = index.definitions.get(name)
+        return found is not None and isinstance(found[0], (ast.FunctionDef, ast.AsyncFunctionDef)) \
+            and name in index.kept
 
     def parsed(self, path: Path) -> ParsedModule | None:
         """The parsed module (whole, or its relevant part), or None when it cannot be read or parsed."""
