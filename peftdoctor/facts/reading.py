@@ -76,26 +76,20 @@ class ModuleReader:
                     continue
             except OSError:
                 continue
-            read = self.source_and_tree(path)
-            if read is None:
-                continue
-            tree = read[1]
             names = set()
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom):
-                    target = resolve(path, node.module, node.level)
-                    for alias in node.names:
-                        module = target
-                        if target is None or target.name == "__init__.py":
-                            sub = resolve(path, f"{node.module}.{alias.name}" if node.module else alias.name,
-                                          node.level)
-                            module = sub or target
-                        if module in self._whole and (module != target or self._defines_relevant(module, alias.name)):
-                            names.add(alias.asname or alias.name)
-                elif isinstance(node, ast.Import):
-                    for alias in node.names:
-                        if resolve(path, alias.name, 0) in self._whole:
-                            names.add((alias.asname or alias.name).split(".")[0])
+            for level, module, imported in _import_statements(self._read_source(path)):
+                if module is None and level == 0:  # `import a.b as c`: the names are modules
+                    for name, local in imported:
+                        if resolve(path, name, 0) in self._whole:
+                            names.add(local.split(".")[0])
+                    continue
+                target = resolve(path, module, level)
+                for name, local in imported:
+                    found_in = target
+                    if target is None or target.name == "__init__.py":
+                        found_in = resolve(path, f"{module}.{name}" if module else name, level) or target
+                    if found_in in self._whole and (found_in != target or self._defines_relevant(found_in, name)):
+                        names.add(local)
             if names:
                 self._callers[path] = names
                 found.append(path)
@@ -269,3 +263,28 @@ def _imports_one_of(source: str, stems: set[str]) -> bool:
             if set(words) & stems:
                 return True
     return False
+
+
+IMPORT_FROM = re.compile(r"^[ \t]*from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)", re.MULTILINE)
+IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n#;]+)", re.MULTILINE)
+
+
+def _import_statements(source: str):
+    """(level, module or None, [(name, local name)]) for each import statement, read from the text
+    (finding callers needs no parse: a wrong guess here only means one file more or less is walked)."""
+    source = source.replace("\\\n", " ")  # backslash continuations
+    for match in IMPORT_FROM.finditer(source):
+        level, module, body = len(match.group(1)), match.group(2) or None, match.group(3)
+        yield level, module, _aliases(body.strip("()"))
+    for match in IMPORT.finditer(source):
+        yield 0, None, _aliases(match.group(1))
+
+
+def _aliases(body: str) -> list[tuple[str, str]]:
+    out = []
+    for part in body.split(","):
+        words = part.split()
+        if not words or words[0] == "*":
+            continue
+        out.append((words[0], words[2] if len(words) == 3 and words[1] == "as" else words[0]))
+    return out
