@@ -51,3 +51,18 @@ def test_import_statements_are_read_from_the_text():
         (0, None, [("os", "os"), ("sys", "system")]),
         (0, None, [("a.b.c", "d")]),
     ]
+
+
+def test_a_helper_that_cannot_matter_is_told_from_the_text():
+    from peftdoctor.facts.reading import _plainly_irrelevant
+
+    source = ("import logging\nfrom transformers import AutoModel, PreTrainedModel\n\n"
+              "def get_logger(name):\n    return logging.getLogger(name)\n\n"
+              "def load(name):\n    return AutoModel.from_pretrained(name)\n\n"
+              "def build(name):\n    return load(name)\n\n"
+              "class Head(PreTrainedModel):\n    pass\n")
+    assert _plainly_irrelevant(source, "get_logger")
+    assert not _plainly_irrelevant(source, "load")  # it builds a model
+    assert not _plainly_irrelevant(source, "build")  # it calls one that does
+    assert not _plainly_irrelevant(source, "Head")  # a class that may derive from a library class
+    assert not _plainly_irrelevant(source, "AutoModel")  # not defined here: the parser decides

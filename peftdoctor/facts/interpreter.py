@@ -11,6 +11,8 @@ the project's own modules by project.py.
 
 from __future__ import annotations
 
+import codecs
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,7 +402,10 @@ class Interpreter(LocalCalls):
             text = node.value
             return const(int(text) if text.isdigit() else node.evaluated_value)
         if isinstance(node, cst.Float):
-            return const(node.evaluated_value)
+            try:
+                return const(float(node.value.replace("_", "")))
+            except ValueError:
+                return unknown()
         if isinstance(node, (cst.List, cst.Tuple, cst.Set)):
             return self._eval_sequence(node, env)
         if isinstance(node, cst.Dict):
@@ -621,12 +626,21 @@ def _known_truth(values: Values):
 
 
 def string_value(node: cst.SimpleString):
-    """A string literal's value; plain literals without escapes skip libcst's `ast.literal_eval`."""
+    """A string literal's value without libcst's `evaluated_value` (an `ast.literal_eval`, a compile per
+    string): the body between the quotes, escapes decoded as Python does; None for bytes."""
     raw = node.value
-    if raw[:1] in "'\"" and "\\" not in raw:
-        quote = raw[:3] if raw[:3] in ('"""', "'''") else raw[0]
-        return raw[len(quote):-len(quote)]
-    return node.evaluated_value
+    prefix = raw[:len(raw) - len(raw.lstrip("rRuUbB"))].lower()
+    if "b" in prefix:
+        return None
+    text = raw[len(prefix):]
+    quote = text[:3] if text[:3] in ('"""', "'''") else text[:1]
+    body = text[len(quote):-len(quote)]
+    if "r" in prefix or "\\" not in body:
+        return body
+    try:
+        return codecs.decode(body.encode("latin-1", "backslashreplace"), "unicode_escape")
+    except (UnicodeDecodeError, ValueError):
+        return None  # an escape Python itself rejects
 
 
 def _body(block):

@@ -151,6 +151,13 @@ class ModuleReader:
         """Whether `name` of module `path` can matter to the facts (else it stays unknown, unparsed)."""
         if path in self._whole:
             return True
+        if path not in self._indexes and path not in self._callers:
+            try:
+                source = self._read_source(path)
+            except OSError:
+                return False
+            if _plainly_irrelevant(source, name):
+                return False  # told from the text alone, without parsing the module
         index = self._index(path)
         return index is not None and name in index.worth
 
@@ -288,3 +295,28 @@ def _aliases(body: str) -> list[tuple[str, str]]:
             continue
         out.append((words[0], words[2] if len(words) == 3 and words[1] == "as" else words[0]))
     return out
+
+
+TOP_LEVEL_DEFINITION = re.compile(r"^(?:async[ \t]+)?(?:def|class)[ \t]+(\w+)", re.MULTILINE)
+TOP_LEVEL_LINE = re.compile(r"^[^\s#]", re.MULTILINE)
+
+
+def _plainly_irrelevant(source: str, name: str) -> bool:
+    """`name` is a top-level function or class whose text mentions nothing the facts model and no
+    other top-level definition of its module (so nothing it calls there can matter either). A cheap
+    reading of the text; when in doubt (not found as a definition), False."""
+    definitions = {match.group(1): match for match in TOP_LEVEL_DEFINITION.finditer(source)}
+    match = definitions.get(name)
+    if match is None:
+        return False
+    if source.startswith("class", match.start()) and any(f"{top}" in source for top in MODELLED_TOPS):
+        return False  # it may derive from a transformers/peft/trl class: Python's parser decides
+    following = TOP_LEVEL_LINE.search(source, match.end())
+    while following is not None and source.startswith(("def ", "class ", "async "), following.start()) is False \
+            and source[following.start()] in ")]}":  # a closing bracket of the signature
+        following = TOP_LEVEL_LINE.search(source, following.end())
+    block = source[match.start():following.start() if following else len(source)]
+    if any(word in block for word in RELEVANT_IN_DEFINITIONS):
+        return False
+    used = set(WORD.findall(block))
+    return not (used & (definitions.keys() - {name}))
