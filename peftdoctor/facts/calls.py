@@ -540,13 +540,17 @@ def _decorated(fn: cst.FunctionDef, name: str) -> bool:
     return any(dotted(d.decorator) == name for d in fn.decorators)
 
 
+def block_statements(block):
+    """The statements of a block (an indented block, a one-line suite, or an else/finally clause)."""
+    if isinstance(block, cst.IndentedBlock):
+        return block.body
+    if isinstance(block, cst.SimpleStatementSuite):
+        return [cst.SimpleStatementLine(body=block.body)]
+    return getattr(block, "body", [])
+
+
 def _function_body(node):
-    body = node.body
-    if isinstance(body, cst.IndentedBlock):
-        return body.body
-    if isinstance(body, cst.SimpleStatementSuite):
-        return [cst.SimpleStatementLine(body=body.body)]
-    return []
+    return block_statements(node.body)
 
 
 __all__ = ["LocalCalls", "LOCAL", "find_method"]

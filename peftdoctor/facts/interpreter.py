@@ -19,7 +19,8 @@ from pathlib import Path
 import libcst as cst
 
 from peftdoctor.facts import conditions, library
-from peftdoctor.facts.calls import LocalCalls, _decorated, _function_body, has_fresh_head
+from peftdoctor.facts.calls import LocalCalls, _function_body, has_fresh_head
+from peftdoctor.facts.calls import block_statements as _body
 from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted, import_bindings
 from peftdoctor.facts.values import (
@@ -643,12 +644,6 @@ def string_value(node: cst.SimpleString):
         return None  # an escape Python itself rejects
 
 
-def _body(block):
-    if isinstance(block, cst.IndentedBlock):
-        return block.body
-    if isinstance(block, cst.SimpleStatementSuite):
-        return [cst.SimpleStatementLine(body=block.body)]
-    return getattr(block, "body", [])
 
 
-__all__ = ["CallEvent", "Env", "Interpreter", "ScopeInfo", "CONST", "TUNER", "_decorated"]
+__all__ = ["CallEvent", "Env", "Interpreter", "ScopeInfo", "CONST", "TUNER"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import libcst as cst
 
-from peftdoctor.facts.names import FLAT_LIBRARIES, canonical, dotted
+from peftdoctor.facts.names import FLAT_LIBRARIES, dotted
 from peftdoctor.facts.positions import call_positions
-from peftdoctor.facts.values import LOCAL, REF, Value, Values
+from peftdoctor.facts.values import LOCAL, Value, Values
 
 # Never a project module, even when a folder of that name exists (vendored copies).
 LIBRARY_TOPS = FLAT_LIBRARIES | {"torch", "safetensors", "datasets", "deepspeed", "diffusers", "numpy"}
@@ -60,10 +60,6 @@ class Project:
                 self._pieces.append((path, parsed))
         return self._parsed[path]
 
-    def add_parsed(self, parsed: ParsedModule) -> None:
-        """A module the engine already parsed (so it is never parsed twice)."""
-        self._parsed[parsed.path.resolve()] = parsed
-
     def interpreter(self, path: Path, walk_functions: bool = True):
         """The module's interpreter after its top level ran, and its functions when `walk_functions`
         (a file whose findings are wanted; a module read for its names skips them); None if unreadable."""
@@ -92,9 +88,6 @@ class Project:
         """The file was interpreted in full (checked, or a caller of a checked module): rules may read it."""
         interp = self._interpreters.get(path.resolve())
         return interp is not None and interp.functions_walked
-
-    def interpreters(self):
-        return dict(self._interpreters)
 
     def lookup(self, path: Path, name: str) -> Values | None:
         """What `name` holds at the end of module `path`'s top level (a cycle sees what ran so far)."""
@@ -281,7 +274,3 @@ def _module_file(base: Path) -> Path | None:
     if package.is_file():
         return package.resolve()
     return None
-
-
-def library_ref(qualname: str) -> Values:
-    return (Value(REF, qualname=canonical(qualname)),)
