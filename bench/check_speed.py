@@ -1,7 +1,8 @@
 """How fast `peftdoctor check` is, whole process, in lines per second.
 
 Usage: python bench/check_speed.py [FOLDER ...]
-Defaults to fixtures/scripts and, when present, ../shared/realcode/files.
+Defaults to fixtures/scripts, fixtures/projects and, when present, ../shared/practice/repos
+(whole public repositories, each folder one project).
 Each folder is checked 3 times in a fresh process; the best run is reported.
 When `fixit` is on PATH (pip install fixit, in another env), `fixit lint` on the same
 folder is timed too and the ratio printed. Fixit runs its own default rules there:
@@ -34,7 +35,8 @@ def best_time(command: list[str], runs: int = 3) -> float:
 
 
 def main(argv: list[str]) -> None:
-    folders = [Path(a) for a in argv] or [ROOT / "fixtures" / "scripts", ROOT.parent / "shared" / "realcode" / "files"]
+    folders = [Path(a) for a in argv] or [ROOT / "fixtures" / "scripts", ROOT / "fixtures" / "projects",
+                                          ROOT.parent / "shared" / "practice" / "repos"]
     startup = best_time([sys.executable, "-m", "peftdoctor", "--version"])
     print(f"process start-up (peftdoctor --version): {startup * 1000:.0f} ms")
     for folder in folders:
