@@ -247,8 +247,11 @@ def _has_module(modules: set[str], wanted: str) -> bool:
     return any(m == wanted or m.endswith("." + wanted) for m in modules)
 
 
-def check_heads(adapter: Adapter) -> list[Finding]:
-    """PD609: a declared head / modules_to_save that is absent from the file stays random on load."""
+def check_heads(adapter: Adapter, skip=()) -> list[Finding]:
+    """PD609: a declared head / modules_to_save that is absent from the file stays random on load.
+
+    `skip`: modules_to_save entries that match no module of the base (PD613 names them).
+    """
     task = str(adapter.config.get("task_type") or "").upper()
     declared = adapter.config.get("modules_to_save") or []
     if isinstance(declared, str):
@@ -258,7 +261,8 @@ def check_heads(adapter: Adapter) -> list[Finding]:
     declared = [d for d in declared if isinstance(d, str)]
     modules = _module_names(adapter)
     auto = HEAD_TASKS.get(task, ())
-    missing = [name for name in declared if name not in auto and not _has_module(modules, name)]
+    missing = [name for name in declared
+               if name not in auto and name not in skip and not _has_module(modules, name)]
     path = str(adapter.weights)
     found = []
     if auto and not any(_has_module(modules, name) for name in {*auto, *declared}):
@@ -294,3 +298,43 @@ def check_new_tokens(adapter: Adapter, token_info: tuple[int, str] | None, vocab
         f"adapter saves no embedding rows for the {needed - vocab_size} new ones", str(adapter.folder),
         hint="Save the resized embeddings: save_pretrained(..., save_embedding_layers=True), or "
              "modules_to_save=['embed_tokens', 'lm_head'] / trainable_token_indices.")]
+
+
+KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_transformer_")
+DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.", "transformer.", "prior.")
+
+
+def key_scheme(name: str) -> str:
+    """'kohya', 'diffusers' or '' for one tensor name."""
+    if name.startswith(KOHYA_PREFIXES) or ".lora_down." in name or ".lora_up." in name or (
+            name.endswith(".alpha") and name.startswith("lora_")):
+        return "kohya"
+    if name.startswith(DIFFUSERS_PREFIXES) and "lora" in name:
+        return "diffusers"
+    return ""
+
+
+SCHEMES = {
+    "kohya": "kohya / sd-scripts (lora_unet_* / lora_te_*, .lora_down / .lora_up, .alpha)",
+    "diffusers": "diffusers (unet.* / text_encoder.* / transformer.* prefixes)",
+}
+
+
+def check_foreign_keys(adapter: Adapter) -> list[Finding]:
+    """PD615: a file in another tool's LoRA key scheme: PeftModel.from_pretrained loads none of it."""
+    if adapter.peft_type not in ("LORA", "ADALORA") or not adapter.tensors:
+        return []
+    if any(t.name.startswith(PREFIX) for t in adapter.tensors):
+        return []
+    schemes = Counter(key_scheme(t.name) for t in adapter.tensors)
+    foreign = {k: v for k, v in schemes.items() if k}
+    if not foreign or sum(foreign.values()) * 2 < len(adapter.tensors):
+        return []
+    scheme, count = max(foreign.items(), key=lambda item: item[1])
+    example = next(t.name for t in adapter.tensors if key_scheme(t.name) == scheme)
+    return [finding(
+        "PD615", f"{count} of {len(adapter.tensors)} weight names follow the {SCHEMES[scheme]} key scheme, "
+        f"e.g. '{example}'; peft expects 'base_model.model.<module>.lora_A.weight' / 'lora_B.weight': "
+        "PeftModel.from_pretrained will load 0 of the keys", str(adapter.weights),
+        hint="Load it with the tool that wrote it (diffusers: pipe.load_lora_weights), or convert the keys to "
+             "peft's scheme before using it as a peft adapter.", scheme=scheme)]

@@ -33,6 +33,13 @@ for _code, _name, _severity, _summary in (
      "adapter_model.bin would import globals beyond torch tensor rebuilding when unpickled."),
     ("PD612", "adapter-base-not-local", I,
      "The base model named in adapter_config.json is not available locally; deep checks need --base."),
+    ("PD613", "adapter-targets-unmatched", W,
+     "target_modules / modules_to_save entries match no module of the local base (from its safetensors header)."),
+    ("PD614", "adapter-head-untrained", E,
+     "task_type is null on a *ForSequenceClassification / TokenClassification / QuestionAnswering base: "
+     "the head was never trained nor saved."),
+    ("PD615", "adapter-foreign-key-scheme", E,
+     "The weights use kohya or diffusers LoRA key names where peft's base_model.model.*.lora_A/B are expected."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

@@ -14,6 +14,8 @@ from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect import checks
 from peftdoctor.inspect.adapter_config import ConfigUnreadable, check_config, load_adapter_config
+from peftdoctor.inspect.base_checks import check_targets, check_task_head, known_names, read_base, \
+    unmatched_modules_to_save
 from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
 from peftdoctor.inspect.discover import InputError, find_adapters
 from peftdoctor.inspect.findings import finding
@@ -122,9 +124,17 @@ def _internal_error(folder: Path, exc: Exception) -> Finding:
 def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
     weights = str(adapter.weights)
     found = []
+    base = read_base(adapter.base_dir)
+    foreign = checks.check_foreign_keys(adapter)
+    found += foreign
     for check in (checks.check_nested_keys, checks.check_shapes, checks.check_placeholders,
-                  checks.check_dtypes, checks.check_heads):
+                  checks.check_dtypes):
         found += check(adapter)
+    skip = unmatched_modules_to_save(adapter.config, known_names(adapter, base)) if base else ()
+    found += checks.check_heads(adapter, skip=skip)
+    if not foreign:  # keys of another scheme say nothing about peft's modules
+        found += check_targets(adapter, base)
+    found += check_task_head(adapter, base)
     if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
         found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
     wants_values = [c for c in ("PD605", "PD606") if config.is_enabled(c, weights)]
