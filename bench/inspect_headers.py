@@ -5,6 +5,8 @@ intermediate 11008: about 640 MB of random float32) with safetensors.numpy in a 
 folder, then times, each as a whole process where it says so:
 
 - `peftdoctor inspect` with the value-reading checks off (--ignore PD605,PD606): headers only;
+- `peftdoctor inspect` of the adapter naming a local 7B-shaped base (config.json, model.safetensors.index.json and 4 shard
+  files whose headers are real and whose data is a sparse hole): the PD613/PD614 checks against the base;
 - `peftdoctor inspect` with every check, including PD605/PD606 which read values;
 - `safetensors.torch.load_file` of the weights (in-process, after importing torch).
 
@@ -56,6 +58,39 @@ def write_adapter(folder: Path) -> int:
     return (folder / "adapter_model.safetensors").stat().st_size
 
 
+def write_base(folder: Path, shards: int = 4) -> int:
+    """A Llama-2-7B-shaped base: real config, index and shard headers; the tensor data is a sparse hole."""
+    shapes = {"model.embed_tokens.weight": (32000, HIDDEN), "model.norm.weight": (HIDDEN,),
+              "lm_head.weight": (32000, HIDDEN)}
+    for layer in range(LAYERS):
+        for module, (fan_in, fan_out) in MODULES.items():
+            shapes[f"model.layers.{layer}.{module}.weight"] = (fan_out, fan_in)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            shapes[f"model.layers.{layer}.{norm}.weight"] = (HIDDEN,)
+    names = list(shapes)
+    folder.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for shard in range(shards):
+        file = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
+        table, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name in names[shard::shards]:
+            size = 2 * int(np.prod(shapes[name]))
+            table[name] = {"dtype": "BF16", "shape": list(shapes[name]), "data_offsets": [offset, offset + size]}
+            offset += size
+            weight_map[name] = file
+        raw = json.dumps(table).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(folder / file, "wb") as stream:
+            stream.write(len(raw).to_bytes(8, "little") + raw)
+            stream.truncate(8 + len(raw) + offset)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+              "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS, "num_attention_heads": 32,
+              "vocab_size": 32000, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return len(weight_map)
+
+
 def time_process(args: list[str], repeat: int) -> tuple[float, subprocess.CompletedProcess]:
     times, done = [], None
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -98,6 +133,18 @@ def main() -> None:
         as_json, done = time_process([*cli, "--ignore", "PD605,PD606"], options.repeat)
         findings = [f["code"] for f in json.loads(done.stdout)["findings"]]
         headers, _ = time_process([*cli[:-2], "--ignore", "PD605,PD606"], options.repeat)
+        # The same adapter naming the local 7B-shaped base (header level: `--base` would run the deep checks).
+        base_dir = Path(options.keep or scratch) / "base-7b"
+        base_tensors = write_base(base_dir)
+        named = folder.with_name("adapter-7b-r64-local-base")
+        named.mkdir(exist_ok=True)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (named / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(base_dir)}))
+        if not (named / "adapter_model.safetensors").exists():
+            (named / "adapter_model.safetensors").symlink_to(folder / "adapter_model.safetensors")
+        with_base, done_base = time_process([*cli[:4], str(named), "--format", "json", "--ignore", "PD605,PD606"],
+                                            options.repeat)
+        base_findings = [f["code"] for f in json.loads(done_base.stdout)["findings"]]
         full, done_full = time_process(cli, max(1, options.repeat // 2))
         full_findings = [f["code"] for f in json.loads(done_full.stdout)["findings"]]
         torch_total, torch_load, torch_read = time_torch_load(folder / "adapter_model.safetensors", max(1, options.repeat // 2))
@@ -105,6 +152,8 @@ def main() -> None:
     print(f"python -c pass (interpreter start):                 {python_only * 1000:7.1f} ms")
     print(f"peftdoctor inspect, headers only (text + table):    {headers * 1000:7.1f} ms  findings={findings}")
     print(f"peftdoctor inspect, headers only (--format json):   {as_json * 1000:7.1f} ms")
+    print(f"peftdoctor inspect, headers + local 7B base index:  {with_base * 1000:7.1f} ms  "
+          f"findings={base_findings} ({base_tensors} base tensors, 4 shards)")
     print(f"peftdoctor inspect, with PD605/PD606 value reads:   {full * 1000:7.1f} ms  findings={full_findings}")
     print(f"safetensors.torch.load_file (load only):            {torch_load * 1000:7.1f} ms")
     print(f"load_file + reading every value (t.sum()):          {torch_read * 1000:7.1f} ms")
