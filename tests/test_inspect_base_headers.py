@@ -178,3 +178,21 @@ def test_pd615_diffusers_keys(tmp_path):
 def test_pd615_not_for_peft_keys():
     for name in ("good-llama", "trained-gpt2", "good-bert-cls", "multi-adapter"):
         assert not [f for f in inspect(ADAPTERS / name) if f.code == "PD615"]
+
+
+def test_pd613_layers_to_transform_and_exclude_modules():
+    found = only(inspect(ADAPTERS / "layers-unmatched"), "PD613")
+    assert found.severity == Severity.WARNING
+    assert found.extra["layers"] == [2, 3] and found.extra["exclude_modules"] == ["mlp.gate"]
+    assert found.extra["target_modules"] == []
+
+
+def test_pd613_layers_all_missing_is_an_error(tmp_path):
+    folder = copy_of("good-llama", tmp_path, layers_to_transform=[7], layers_pattern="layers")
+    found = only(inspect(folder), "PD613")
+    assert found.severity == Severity.ERROR and found.extra["target_modules"] == ["q_proj", "v_proj"]
+
+
+def test_pd613_layers_pattern_that_cannot_be_bounded_is_not_checked(tmp_path):
+    folder = copy_of("good-llama", tmp_path, layers_to_transform=[7], layers_pattern="(l+)+ayers")
+    assert inspect(folder) == []

@@ -113,7 +113,7 @@ def _strings(value) -> list[str]:
     return []
 
 
-def regex_unbounded(pattern: str) -> str:
+def regex_unbounded(pattern: str, max_unbounded: int = MAX_UNBOUNDED_REPEATS) -> str:
     """Why matching `pattern` could take unbounded time ('' when its cost is bounded)."""
     if len(pattern) > MAX_PATTERN_CHARS:
         return f"longer than {MAX_PATTERN_CHARS} characters"
@@ -166,7 +166,7 @@ def regex_unbounded(pattern: str) -> str:
         return ""
 
     why = walk(parsed, False)
-    if not why and count > MAX_UNBOUNDED_REPEATS:
+    if not why and count > max_unbounded:
         why = f"{count} unbounded repetitions"
     return why
 
@@ -223,6 +223,7 @@ def check_targets(adapter, base: BaseIndex | None) -> list[Finding]:
     names = known_names(adapter, base)
     targets = config.get("target_modules")
     unmatched: list[str] = []
+    missing_layers: list[int] = []
     total = 0
     invalid = ""
     if isinstance(targets, str):
@@ -238,13 +239,29 @@ def check_targets(adapter, base: BaseIndex | None) -> list[Finding]:
     else:
         entries = _strings(targets)
         total = len(entries)
-        unmatched = [entry for entry in entries if not _suffix_match(entry, names)]
+        index_of = _layer_index(config)
+        wanted = _layer_set(config.get("layers_to_transform"))
+        candidates = names
+        if index_of is not None and wanted:
+            candidates = [n for n in names if index_of(n) in wanted]
+        unmatched = sorted(entry for entry in entries if not _suffix_match(entry, candidates))
+        if index_of is not None and wanted and len(unmatched) < total:
+            present = {index_of(n) for n in names if any(n == e or n.endswith("." + e) for e in entries)}
+            present.discard(None)
+            missing_layers = sorted(wanted - present)
+    exclude = config.get("exclude_modules")
+    excluded = []
+    if isinstance(exclude, str):
+        if regex_matches_any(exclude, names) is False:
+            excluded = [exclude]
+    else:
+        excluded = [entry for entry in _strings(exclude) if not _suffix_match(entry, names)]
     path = str(adapter.folder / "adapter_config.json")
     found = []
     if invalid:
         found.append(finding("PD613", invalid, path, hint="Fix the regex in adapter_config.json."))
     saved = unmatched_modules_to_save(config, names)
-    if unmatched or saved:
+    if unmatched or saved or excluded or missing_layers:
         parts = []
         if unmatched:
             kind = "regex" if isinstance(targets, str) else "entries"
@@ -252,18 +269,60 @@ def check_targets(adapter, base: BaseIndex | None) -> list[Finding]:
                          else f"target_modules regex {unmatched[0]!r}")
         if saved:
             parts.append(f"modules_to_save {saved}")
+        if excluded:
+            parts.append(f"exclude_modules {excluded}")
+        if missing_layers:
+            parts.append(f"layers_to_transform {missing_layers}")
         everything = bool(unmatched) and len(unmatched) == total
         base_name = base.folder.name
         what = " and ".join(parts)
         tail = ("none of the target modules exist there: this adapter was made for another model"
-                if everything else "peft skips them silently, so those layers are not adapted")
+                if everything else "peft ignores them silently (targets and layers so named are not adapted, "
+                "exclusions exclude nothing)")
         found.append(finding(
             "PD613", f"{what} match no module of the base '{base_name}': {tail}", path,
             severity=Severity.ERROR if everything else Severity.WARNING,
             hint="Compare the names with model.named_modules() of the base (list entries match the end of a "
                  "module name, a string is a full-match regex); remove or rename the entries.",
-            target_modules=unmatched, modules_to_save=saved))
+            target_modules=unmatched, modules_to_save=saved, exclude_modules=excluded, layers=missing_layers))
     return found
+
+
+def _layer_set(value) -> set[int]:
+    if type(value) is int:
+        return {value}
+    if isinstance(value, list):
+        return {v for v in value if type(v) is int}
+    return set()
+
+
+def _layer_index(config: dict):
+    """peft's rule for the layer index of a module name (layers_pattern), or None when it cannot be bounded."""
+    patterns = config.get("layers_pattern")
+    if not patterns:
+        regexes = [r".*?\.[^.]*\.(?P<idx>\d+)\."]
+    else:
+        # the pattern comes from the file: no repetition of its own inside peft's template
+        if any(regex_unbounded(p, max_unbounded=0) for p in _strings(patterns)):
+            return None
+        regexes = [rf"(?:^|.*?\.){p}\.(?P<idx>\d+)\." for p in _strings(patterns)]
+    compiled = []
+    for regex in regexes:
+        try:
+            compiled.append(re.compile(regex))
+        except (re.error, RecursionError, OverflowError):
+            return None
+
+    def index_of(name: str) -> int | None:
+        if len(name) > MAX_NAME_CHARS:
+            return None
+        for regex in compiled:
+            match = regex.match(name)
+            if match:
+                return int(match["idx"])
+        return None
+
+    return index_of
 
 
 def head_task(config: dict) -> tuple[str, str] | None:

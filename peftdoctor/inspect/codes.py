@@ -34,7 +34,8 @@ for _code, _name, _severity, _summary in (
     ("PD612", "adapter-base-not-local", I,
      "The base model named in adapter_config.json is not available locally; deep checks need --base."),
     ("PD613", "adapter-targets-unmatched", W,
-     "target_modules / modules_to_save entries match no module of the local base (from its safetensors header)."),
+     "target_modules / modules_to_save / exclude_modules entries or layers_to_transform indices match no module "
+     "of the local base (from its safetensors header)."),
     ("PD614", "adapter-head-untrained", E,
      "task_type is null on a *ForSequenceClassification / TokenClassification / QuestionAnswering base: "
      "the head was never trained nor saved."),
