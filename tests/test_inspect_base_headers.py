@@ -196,3 +196,34 @@ def test_pd613_layers_all_missing_is_an_error(tmp_path):
 def test_pd613_layers_pattern_that_cannot_be_bounded_is_not_checked(tmp_path):
     folder = copy_of("good-llama", tmp_path, layers_to_transform=[7], layers_pattern="(l+)+ayers")
     assert inspect(folder) == []
+
+
+# PD616 -------------------------------------------------------------------------------------------
+
+def test_pd616_adapter_of_another_model_size():
+    found = only(inspect(ADAPTERS / "other-base-size"), "PD616")
+    assert len(found.extra["modules"]) == 4 and "32 -> 32" in found.message and "16 -> 16" in found.message
+
+
+def test_pd616_sharded_base_reads_the_shard_headers(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    base = tmp_path / "sharded"
+    base.mkdir()
+    shutil.copy(BASES / "tiny-llama" / "config.json", base)
+    tensors = load_file(str(BASES / "tiny-llama" / "model.safetensors"))
+    names = sorted(tensors)
+    weight_map = {}
+    for shard in range(2):
+        file = f"model-0000{shard + 1}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in names[shard::2]}, str(base / file))
+        weight_map.update({n: file for n in names[shard::2]})
+    (base / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    folder = copy_of("other-base-size", tmp_path, base_model_name_or_path=str(base))
+    assert only(inspect(folder), "PD616").extra["modules"]
+    good = copy_of("good-llama", tmp_path, base_model_name_or_path=str(base))
+    assert inspect(good) == []
+
+
+def test_pd616_fan_in_fan_out_gpt2_is_clean():
+    assert inspect(ADAPTERS / "trained-gpt2") == []

@@ -367,3 +367,82 @@ def check_task_head(adapter, base: BaseIndex | None) -> list[Finding]:
                                  "unchanged", path, hint=hint, severity=Severity.WARNING)]
     return [finding("PD614", f"{intro}; the base '{base.folder.name}' has no head weights either: the head is "
                              "random on every load", path, hint=hint, severity=Severity.ERROR)]
+
+
+@lru_cache(maxsize=16)
+def _base_shapes(folder: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name -> (dtype, shape) of every base tensor, from model.safetensors or the headers of its shards."""
+    base = Path(folder)
+    files = []
+    try:
+        index = json.loads((base / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if isinstance(weight_map, dict):
+            files = sorted({f for f in weight_map.values() if isinstance(f, str) and "/" not in f and f != ".."})
+    except (OSError, ValueError, UnicodeDecodeError):
+        files = ["model.safetensors"]
+    shapes = {}
+    for name in files:
+        if (base / name).is_file():
+            for tensor in read_header(base / name).tensors:
+                shapes[tensor.name] = (tensor.dtype, tensor.shape)
+    return shapes
+
+
+def base_shapes(base: BaseIndex) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return _base_shapes(str(base.folder))
+
+
+_LORA_WEIGHT = re.compile(r"^(?P<module>.+)\.(?P<role>lora_A|lora_B)\.weight$")
+FLOATS = {"F16", "BF16", "F32", "F64"}
+
+
+def _base_weight(shapes, module: str):
+    """The base's (dtype, shape) of `module`.weight, allowing one leading name part of difference."""
+    candidates = [module + ".weight"]
+    head, _, rest = module.partition(".")
+    if rest:
+        candidates.append(rest + ".weight")
+    for candidate in candidates:
+        if candidate in shapes:
+            return candidate, shapes[candidate]
+    return None, None
+
+
+def check_base_shapes(adapter, base: BaseIndex | None) -> list[Finding]:
+    """PD616: LoRA A/B shapes that do not fit the base weight they adapt (another size of the model)."""
+    if base is None or str(adapter.config.get("peft_type", "")).upper() != "LORA":
+        return []
+    fan_in_fan_out = adapter.config.get("fan_in_fan_out") is True
+    modules: dict[str, dict[str, tuple[int, ...]]] = {}
+    for tensor in adapter.tensors:
+        name = tensor.name[len(PREFIX):] if tensor.name.startswith(PREFIX) else tensor.name
+        match = _LORA_WEIGHT.match(name)
+        if match and len(tensor.shape) == 2:
+            modules.setdefault(match["module"], {})[match["role"]] = tensor.shape
+    if not modules:
+        return []
+    shapes = base_shapes(base)
+    bad = []
+    for module, parts in sorted(modules.items()):
+        a, b = parts.get("lora_A"), parts.get("lora_B")
+        key, entry = _base_weight(shapes, module)
+        if a is None or b is None or entry is None:
+            continue
+        dtype, weight = entry
+        if dtype not in FLOATS or len(weight) != 2:
+            continue  # quantized or not a linear layer
+        out_features, in_features = (weight[1], weight[0]) if fan_in_fan_out else weight
+        if a[1] != in_features or b[0] != out_features:
+            bad.append((module, a[1], b[0], key, in_features, out_features))
+    if not bad:
+        return []
+    module, a_in, b_out, key, in_features, out_features = bad[0]
+    more = f" and {len(bad) - 1} more modules" if len(bad) > 1 else ""
+    return [finding(
+        "PD616", f"{len(bad)} of {len(modules)} LoRA modules do not fit the base '{base.folder.name}': "
+        f"'{module}' maps {a_in} -> {b_out} features but the base's '{key}' maps {in_features} -> "
+        f"{out_features}{more}; loading fails with a size mismatch", str(adapter.weights),
+        hint="The adapter was trained on another size or variant of the model: load it on the base it names "
+             "in its training run (check base_model_name_or_path).",
+        modules=[m[0] for m in bad])]

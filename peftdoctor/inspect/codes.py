@@ -41,6 +41,8 @@ for _code, _name, _severity, _summary in (
      "the head was never trained nor saved."),
     ("PD615", "adapter-foreign-key-scheme", E,
      "The weights use kohya or diffusers LoRA key names where peft's base_model.model.*.lora_A/B are expected."),
+    ("PD616", "adapter-base-shape-mismatch", E,
+     "LoRA A/B shapes do not fit the local base's weights (read from its safetensors headers)."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

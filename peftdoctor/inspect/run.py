@@ -14,8 +14,8 @@ from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect import checks
 from peftdoctor.inspect.adapter_config import ConfigUnreadable, check_config, load_adapter_config
-from peftdoctor.inspect.base_checks import check_targets, check_task_head, known_names, read_base, \
-    unmatched_modules_to_save
+from peftdoctor.inspect.base_checks import check_base_shapes, check_targets, check_task_head, known_names, \
+    read_base, unmatched_modules_to_save
 from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
 from peftdoctor.inspect.discover import InputError, find_adapters
 from peftdoctor.inspect.findings import finding
@@ -134,6 +134,7 @@ def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
     found += checks.check_heads(adapter, skip=skip)
     if not foreign:  # keys of another scheme say nothing about peft's modules
         found += check_targets(adapter, base)
+        found += check_base_shapes(adapter, base)
     found += check_task_head(adapter, base)
     if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
         found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
