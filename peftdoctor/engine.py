@@ -151,7 +151,6 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
         if parsed is not None:  # read once, by the project (a caller only in the part the facts use)
             module, tree, parse_findings = parsed.module, parsed.tree, []
         else:
-            parsed = None
             module, tree, parse_findings = parse_source(source, path, need_module=need_module)
         findings.extend(f for f in parse_findings if f.code != "PD000" or config.is_enabled("PD000", path))
         if need_module and module is not None:
@@ -238,10 +237,10 @@ def _read_project(paths, files: list[Path], config: Config, named: set[Path] = f
     from peftdoctor.facts.reading import ModuleReader
 
     needles = {n for rule in rules_of_kind("static") for n in rule.needs_any}
-    ruled, others = [], []
+    ruled, others, texts = [], [], {}
     for path in files:
         try:
-            text = read_source(path)
+            text = texts[path.resolve()] = read_source(path)
         except OSError:
             continue
         mentions = any(n in text for n in needles) or (path in named and any(w in text for w in RELEVANT_WORDS))
@@ -249,7 +248,7 @@ def _read_project(paths, files: list[Path], config: Config, named: set[Path] = f
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
-    reader = ModuleReader(read_source, {path.resolve() for path in ruled})
+    reader = ModuleReader(read_source, {path.resolve() for path in ruled}, texts)
     project = Project(_project_root(paths), reader)
     callers = reader.find_callers(others, project.resolve)
     for path in ruled + callers:
@@ -267,8 +266,8 @@ def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = 
     found = list(iter_python_files(paths, config))
     named = {path for path, is_named in found if is_named}
     project = _read_project(paths, [path for path, _ in found], config, named) if found else None
-    for path, named in found:
-        one = check_file(path, config, report_unused_noqa, project, named=named)
+    for path, is_named in found:
+        one = check_file(path, config, report_unused_noqa, project, named=is_named)
         total.findings.extend(one.findings)
         total.unused_suppressions.extend(one.unused_suppressions)
         total.files_checked += 1

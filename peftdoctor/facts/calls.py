@@ -29,8 +29,10 @@ from peftdoctor.facts.values import (
     REF,
     SELF,
     UNKNOWN,
+    UNKNOWN_VALUE,
     Value,
     Values,
+    const,
     union,
     unknown,
 )
@@ -212,7 +214,7 @@ class LocalCalls:
             updated = _instance_after(bound_self, fn, exits)
             if updated is not bound_self:
                 caller.mutate(caller_env, bound_self, updated)
-        return tuple(v if v.kind != PARAM else UNKNOWN_PARAM for v in returns)
+        return tuple(v if v.kind != PARAM else UNKNOWN_VALUE for v in returns)
 
     def bind_arguments(self, fn, cls, env: Env, event, bound_self, skip_self) -> None:
         params = fn.params
@@ -294,7 +296,7 @@ class LocalCalls:
             self.enter_scope(fn)
         try:
             self.exec_block(_function_body(fn), env)
-            returns = self.returned() or self.const_none()
+            returns = self.returned() or const(None)
         finally:
             self._returns, self._recording, self._scope, self._mutations, self.return_envs = saved
         return returns
@@ -350,7 +352,7 @@ class LocalCalls:
         return class_default(cls, name)
 
     def store_field(self, cls: Value, name: str, values: Values) -> None:
-        kept = tuple(v if v.kind != PARAM else UNKNOWN_PARAM for v in values)
+        kept = tuple(v if v.kind != PARAM else UNKNOWN_VALUE for v in values)
         cls.get("fields").setdefault(name, []).append((self._scope, kept))
 
     def collect_fields(self, cls: Value, name: str | None = None) -> None:
@@ -366,9 +368,6 @@ class LocalCalls:
                     if id(fn) not in collected:
                         collected.add(id(fn))
                         interp.summary(fn, owner)
-
-
-UNKNOWN_PARAM = Value(UNKNOWN)
 
 
 def mark_maybe(value: Value) -> Value:

@@ -142,9 +142,6 @@ class Interpreter(LocalCalls):
     def scope_info(self, node) -> ScopeInfo:
         return self.scopes.get(id(node)) or ScopeInfo(node)
 
-    def const_none(self) -> Values:
-        return const(None)
-
     def code_for(self, node) -> str:
         """Source text of an expression (a condition's key); names and attributes cost nothing."""
         text = dotted(node)

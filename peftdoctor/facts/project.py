@@ -147,10 +147,7 @@ class Project:
         found = None
         parts = module.split(".") if module else []
         if level > 0:
-            base = importer.parent
-            for _ in range(level - 1):
-                base = base.parent
-            found = _module_file(base.joinpath(*parts)) if parts else _module_file(base)
+            found = _module_file(_up(importer.parent, level - 1).joinpath(*parts))
         elif parts and parts[0] not in LIBRARY_TOPS:
             for folder in self._search_folders(importer):
                 found = _module_file(folder.joinpath(*parts))
@@ -192,10 +189,7 @@ class Project:
         module = dotted(node.module) if node.module is not None else None
         target = self.resolve(importer, module, level)
         if target is None:
-            if level > 0 and module is None:
-                target = _module_file(_up(importer.parent, level - 1))
-            if target is None:
-                return [] if level > 0 else None  # an unresolved relative import binds unknowns
+            return [] if level > 0 else None  # an unresolved relative import binds unknowns
         bindings = []
         for alias in node.names:
             name = dotted(alias.name) or ""

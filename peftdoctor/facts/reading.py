@@ -25,15 +25,23 @@ WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class ModuleReader:
     """Reads the project's modules for the facts; `read_source` decodes a file as the engine does."""
 
-    def __init__(self, read_source, whole: set[Path]):
+    def __init__(self, read_source, whole: set[Path], texts: dict[Path, str] | None = None):
         """`whole`: the files checked, parsed whole. Callers (see `find_callers`) are kept to the
-        definitions that use what they import from those."""
-        self._read_source = read_source
+        definitions that use what they import from those. `texts`: files the engine already read."""
+        self._read_source_uncached = read_source
+        self._texts: dict[Path, str] = dict(texts or {})
         self._whole = whole
         self._callers: dict[Path, set[str]] = {}  # caller -> names it imports from the checked files
         self._indexes: dict[Path, "_Index | None"] = {}
         self._trees: dict[Path, tuple] = {}
         self._relevant_functions: dict[Path, set | None] = {}
+
+    def _read_source(self, path: Path) -> str:
+        """A module's text, read from disk once per run."""
+        text = self._texts.get(path)
+        if text is None:
+            text = self._texts[path] = self._read_source_uncached(path)
+        return text
 
     def source_and_tree(self, path: Path) -> tuple[str, ast.Module] | None:
         """The text and Python's tree of a module, read once (None when unreadable or not Python)."""
