@@ -13,6 +13,7 @@ from peftdoctor.facts.values import (
     ACCELERATOR,
     ARG_PARSER,
     BASE_MODEL,
+    CLASS,
     CONST,
     GRAD_SCALER,
     MISSING,
@@ -22,6 +23,7 @@ from peftdoctor.facts.values import (
     PEFT_CONFIG,
     PEFT_MODEL,
     REF,
+    SELF,
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
@@ -301,10 +303,11 @@ def _base_casted(base: Values) -> bool:
     return bool(base) and all(b.get("casted") or b.get("kbit_prepared") for b in base)
 
 
-def _mark_models(interp, env, values: Values | None, **changes) -> Values:
+def _mark_models(interp, env, values: Values | None, kinds=(BASE_MODEL, PEFT_MODEL), **changes) -> Values:
+    """The values of `kinds` changed in place (every name holding one sees the change); others as they are."""
     results = []
     for value in values or ():
-        if value.kind in (BASE_MODEL, PEFT_MODEL):
+        if value.kind in kinds:
             new = value.derive(**changes)
             interp.mutate(env, value, new)
             results.append(new)
@@ -388,21 +391,11 @@ TOKEN_ADDING_HELPERS = {"trl.setup_chat_format", "trl.models.setup_chat_format"}
 
 def _setup_chat_format(interp, event, env) -> Values:
     """trl.setup_chat_format adds <|im_start|>/<|im_end|> and resizes the embeddings."""
-    models = []
-    for value in event.arg(0, "model") or ():
-        if value.kind in (BASE_MODEL, PEFT_MODEL):
-            new = value.derive(resized=True, new_tokens=True, resized_at=event.node)
-            interp.mutate(env, value, new)
-            value = new
-        models.append(value)
-    tokenizers = []
-    for value in event.arg(1, "tokenizer") or ():
-        if value.kind == TOKENIZER:
-            new = value.derive(added=True, added_at=event.node)
-            interp.mutate(env, value, new)
-            value = new
-        tokenizers.append(value)
-    return (Value(TUPLE, event.node, items=[tuple(models) or unknown(), tuple(tokenizers) or unknown()]),)
+    models = _mark_models(interp, env, event.arg(0, "model"), resized=True, new_tokens=True,
+                          resized_at=event.node)
+    tokenizers = _mark_models(interp, env, event.arg(1, "tokenizer"), kinds=(TOKENIZER,), added=True,
+                              added_at=event.node)
+    return (Value(TUPLE, event.node, items=[models, tokenizers]),)
 
 
 # --------------------------------------------------------------- method calls
@@ -450,8 +443,8 @@ def _dataclass_types(parser: Value) -> list[Value]:
 def _parsed_arguments(interp, event, env, cls: Value) -> Values:
     """What HfArgumentParser gives for one class: TrainingArguments as such, a local dataclass as an
     instance whose fields hold their defaults (the script's documented command line may set them)."""
-    if cls.kind == "class":
-        return (Value("self", event.node, cls=cls, state={}),)
+    if cls.kind == CLASS:
+        return (Value(SELF, event.node, cls=cls, state={}),)
     if cls.kind == REF and cls.get("qualname", "").endswith("Arguments"):
         return (Value(TRAINING_ARGS, event.node, fp16=None, bf16=None),)
     return unknown()
@@ -500,16 +493,10 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
 
 
 def _tokens_added(interp, event, env) -> bool:
-    """A tokenizer named in the resize's argument (`len(tokenizer)`), or any in scope, gained tokens."""
+    """The resize's argument is `len(tokenizer)` of a tokenizer that gained tokens, or one in scope did."""
     for value in event.arg(0, "new_num_tokens") or ():
         if value.kind == VOCAB and value.get("tokenizer").get("added"):
             return True
-    for arg in event.node.args:
-        for child in (arg.value, *descendants(arg.value)):
-            if isinstance(child, (cst.Name, cst.Attribute)) and dotted(child):
-                looked_up = env.lookup(dotted(child)) or ()
-                if any(v.kind == TOKENIZER and v.get("added") for v in looked_up):
-                    return True
     return any(v.kind == TOKENIZER and v.get("added") for values in _all_names(env) for v in values)
 
 
