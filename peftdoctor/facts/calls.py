@@ -19,17 +19,26 @@ import libcst as cst
 from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
+    ACCELERATOR,
+    BASE_MODEL,
     CLASS,
     CONST,
     FUNCTION,
     GUARDED_KINDS,
     LOCAL,
+    OPTIMIZER,
     PARAM,
+    PEFT_CONFIG,
     PEFT_MODEL,
     REF,
     SELF,
+    TOKENIZER,
+    TRAINER,
+    TRAINING_ARGS,
+    TUNER,
     UNKNOWN,
     UNKNOWN_VALUE,
+    VOCAB,
     Value,
     Values,
     const,
@@ -40,8 +49,8 @@ from peftdoctor.facts.values import (
 MAX_INLINE_DEPTH = 4
 # Argument kinds worth a context-sensitive walk of the callee.
 TRACKED_KINDS = frozenset({
-    "base_model", "peft_model", "peft_config", "tokenizer", "training_args", "trainer", "optimizer",
-    "accelerator", "tuner", "vocab", SELF,
+    BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINING_ARGS, TRAINER, OPTIMIZER, ACCELERATOR, TUNER, VOCAB,
+    SELF,
 })
 
 
@@ -81,13 +90,8 @@ class LocalCalls:
         """`MyClass(...)`: a local subclass of a library class acts as that class; else an instance."""
         library = cls.get("library_base")
         if library is not None:
-            from peftdoctor.facts import library as lib
-
             for name in (f"{library.split('.')[0]}.{cls.get('name')}", library):
-                saved = event.name
-                event.name = name
-                result = lib.call_named(self, event, env)
-                event.name = saved
+                result = self.call_library_as(name, event, env)
                 if result and any(v.kind != UNKNOWN for v in result):
                     return result
             return unknown()
@@ -100,6 +104,17 @@ class LocalCalls:
         self.call_function(Value(FUNCTION, fn, cls=owner_cls, interp=owner_cls.get("interp")), event, holder,
                            bound_self=instance)
         return holder.names["instance"]
+
+    def call_library_as(self, name: str, event, env: Env) -> Values:
+        """What the library call `name` does with this call's arguments (a local class acting as one)."""
+        from peftdoctor.facts import library
+
+        saved = event.name
+        event.name = name
+        try:
+            return library.call_named(self, event, env)
+        finally:
+            event.name = saved
 
     # ------------------------------------------------------------ functions
     def call_function(self, fn_value: Value, event, env: Env, bound_self: Value | None = None,

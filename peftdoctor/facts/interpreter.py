@@ -24,6 +24,8 @@ from peftdoctor.facts.calls import block_statements as _body
 from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted, import_bindings
 from peftdoctor.facts.values import (
+    PARAM,
+    BASE_MODEL,
     CLASS,
     CONST,
     FUNCTION,
@@ -340,7 +342,7 @@ class Interpreter(LocalCalls):
             return
         if holds:
             kept = [v.derive(maybe=False) if v.get("maybe") else v for v in values if v.kind == PEFT_MODEL]
-            if len(kept) < len(values) and any(v.kind in (UNKNOWN, "param") for v in values):
+            if len(kept) < len(values) and any(v.kind in (UNKNOWN, PARAM) for v in values):
                 kept.append(Value(PEFT_MODEL, test, via="isinstance", base=(), config=(), trainable=None))
         else:
             kept = [v for v in values if v.kind != PEFT_MODEL]
@@ -584,12 +586,9 @@ class Interpreter(LocalCalls):
     def _library_classmethod(self, cls: Value, event: CallEvent, env: Env) -> Values:
         """`MyModel.from_pretrained(...)` on a local subclass: the library call, named by the local class."""
         top = (cls.get("library_base") or "transformers").split(".")[0]  # `from_pretrained`: a model class
-        saved = event.name
-        event.name = f"{top}.{cls.get('name')}.{event.method}"
-        result = library.call_named(self, event, env)
-        event.name = saved
+        result = self.call_library_as(f"{top}.{cls.get('name')}.{event.method}", event, env)
         if has_fresh_head(cls):
-            result = tuple(v.derive(head=True) if v.kind == "base_model" and not v.get("head") else v
+            result = tuple(v.derive(head=True) if v.kind == BASE_MODEL and not v.get("head") else v
                            for v in result)
         return result
 
