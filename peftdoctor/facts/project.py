@@ -102,11 +102,7 @@ class Project:
         found = interp.module_env.names.get(name)
         if found is None:
             found = self._define(interp, path, name)
-        if found is None:
-            submodule = self.submodule(path, name)
-            if submodule is not None:
-                return (Value(LOCAL, module=submodule, name=None),)
-        return found
+        return found if found is not None else self._unread_submodule(path, name)
 
     def lookup_own(self, path: Path, name: str) -> Values | None:
         """A module's own name not bound yet: one of its definitions read in pieces, if any."""
@@ -130,6 +126,7 @@ class Project:
         return interp.module_env.names.get(name)
 
     def _unread_submodule(self, path: Path, name: str) -> Values | None:
+        """`name` as a submodule of package `path` (`from pkg import module`), if there is one."""
         submodule = self.submodule(path, name)
         return (Value(LOCAL, module=submodule, name=None),) if submodule is not None else None
 
