@@ -71,7 +71,7 @@ def emit(fmt: str, findings: list[Finding], output: str | None, protected=(), **
     check_output(output, protected)
     import io
 
-    from peftdoctor.safe_write import Refused, replace_file
+    from peftdoctor.safe_write import Refused, reason, replace_file
 
     def write(stream) -> None:
         text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n", write_through=True)
@@ -81,27 +81,23 @@ def emit(fmt: str, findings: list[Finding], output: str | None, protected=(), **
 
     try:
         replace_file(output, write)
-    except Refused as exc:
-        raise UsageFailure(f"{output}: cannot write report: {exc}") from None
-    except OSError as exc:
-        raise UsageFailure(f"{output}: cannot write report: {exc.strerror or exc}") from None
+    except (Refused, OSError) as exc:
+        raise UsageFailure(f"{output}: cannot write report: {reason(exc)}") from None
 
 
 def check_output(output: str | None, protected) -> None:
     """Refuse, before anything runs, an --output that is one of the checked files or cannot be replaced."""
     if output is None:
         return
-    from peftdoctor.safe_write import Refused, check_target, same_file
+    from peftdoctor.safe_write import Refused, check_target, reason, same_file
 
     for path in protected:
         if same_file(output, path):
             raise UsageFailure(f"{output}: cannot write report: it is one of the checked files ({path})")
     try:
         check_target(output)
-    except Refused as exc:
-        raise UsageFailure(f"{output}: cannot write report: {exc}") from None
-    except OSError as exc:
-        raise UsageFailure(f"{output}: cannot write report: {exc.strerror or exc}") from None
+    except (Refused, OSError) as exc:
+        raise UsageFailure(f"{output}: cannot write report: {reason(exc)}") from None
 
 
 def checked_files(paths, config) -> list[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from peftdoctor.safe_write import Refused, Snapshot, check_target, read_snapshot, real_path, replace_file
+from peftdoctor.safe_write import Refused, Snapshot, check_target, read_snapshot, real_path, reason, replace_file
 
 KINDS = ("add_keyword", "replace_keyword")
 
@@ -246,20 +246,16 @@ def apply_fixes(paths, config, *, write: bool, stream) -> bool:
         for name, _, _, _, snapshot, _ in pending:  # refuse before anything is written
             try:
                 check_target(name, snapshot)
-            except Refused as exc:
-                raise PathError(f"{name}: cannot write fix: {exc}") from None
-            except OSError as exc:
-                raise PathError(f"{name}: cannot write fix: {exc.strerror or exc}") from None
+            except (Refused, OSError) as exc:
+                raise PathError(f"{name}: cannot write fix: {reason(exc)}") from None
     for name, source, new, encoding, snapshot, count in pending:
         changed_files += 1
         fixed += count
         if write:
             try:
                 write_atomically(Path(name), new, encoding, expect=snapshot)
-            except Refused as exc:
-                raise PathError(f"{name}: cannot write fix: {exc}") from None
-            except OSError as exc:
-                raise PathError(f"{name}: cannot write fix: {exc.strerror or exc}") from None
+            except (Refused, OSError) as exc:
+                raise PathError(f"{name}: cannot write fix: {reason(exc)}") from None
         else:
             stream.writelines(difflib.unified_diff(
                 source.splitlines(keepends=True), new.splitlines(keepends=True),

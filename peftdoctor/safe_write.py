@@ -32,6 +32,11 @@ class Refused(Exception):
     """A write that a careful editor would not do; the message is the reason, without the file's name."""
 
 
+def reason(exc: Exception) -> str:
+    """Why a write did not happen, for a one-line error: a refusal's reason or the OS's message."""
+    return str(exc) if isinstance(exc, Refused) else (getattr(exc, "strerror", None) or str(exc))
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What a file was when it was read: enough to notice that it changed since."""
