@@ -149,10 +149,17 @@ def cli() -> None:
 @click.option("--report-unused-noqa", is_flag=True, help="Report suppression comments that suppress nothing.")
 @click.option("--fix", is_flag=True, help="Apply the fixes that are certainly safe.")
 @click.option("--diff", "show_diff", is_flag=True, help="Show the fixes as a diff; write nothing.")
+@click.option("--no-cache", is_flag=True, envvar="PEFTDOCTOR_NO_CACHE",
+              help="Read every file again; neither read nor write the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="PEFTDOCTOR_CACHE_DIR",
+              help="Where to keep the cache (default: .peftdoctor_cache at the project root).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Processes to check with (default: the number of cores).")
 def check(paths, select, ignore, extend_select, config_file, fmt, output, statistics,
-          report_unused_noqa, fix, show_diff) -> None:
+          report_unused_noqa, fix, show_diff, no_cache, cache_dir, jobs) -> None:
     """Lint training scripts (files or folders) for PEFT mistakes."""
     from peftdoctor.engine import PathError, check_paths
+    from peftdoctor.project_run import default_jobs
 
     config = resolve_config(paths, config_file, select, ignore, extend_select)
     protected = checked_files(paths, config) if output is not None else ()
@@ -166,13 +173,25 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
             raise UsageFailure(str(exc)) from None
         if show_diff:
             sys.exit(EXIT_FINDINGS if changed else EXIT_CLEAN)
+    cache = None if no_cache else _result_cache(paths, cache_dir)
     try:
-        result = check_paths(paths, config, report_unused_noqa=report_unused_noqa)
+        result = check_paths(paths, config, report_unused_noqa=report_unused_noqa, cache=cache,
+                             jobs=jobs or default_jobs())
     except PathError as exc:
         raise UsageFailure(str(exc)) from None
     findings = sorted([*result.findings, *result.unused_suppressions], key=Finding.sort_key)
     emit(fmt, findings, output, protected, files_checked=result.files_checked, statistics=statistics, tool_kind="check")
     sys.exit(exit_status(findings))
+
+
+def _result_cache(paths, cache_dir: str | None):
+    from peftdoctor.cache import ResultCache, default_folder
+    from peftdoctor.engine import project_root_of
+
+    if cache_dir:
+        return ResultCache(Path(cache_dir))
+    existing = [path for path in paths if Path(path).exists()]
+    return ResultCache(default_folder(project_root_of(existing))) if existing else None
 
 
 @cli.command()

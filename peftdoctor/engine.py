@@ -217,7 +217,7 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
                         (project, path) if project is not None else None)
 
 
-def _project_root(paths) -> Path:
+def project_root_of(paths) -> Path:
     """A single folder checked is the project; otherwise the project root of the first path."""
     from peftdoctor.project_root import find_project_root
 
@@ -227,7 +227,7 @@ def _project_root(paths) -> Path:
     return find_project_root(given[0]) if given else Path.cwd()
 
 
-def _read_project(paths, files: list[Path], config: Config, named: set[Path] = frozenset()):
+def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset()):
     """Interpret every file a rule will read before any rule runs, so that a call from one
     module into another is seen inside the callee too (see facts/calls.py). The files that
     import one of those (their callers: a runner, a main) are walked too, for the values
@@ -249,7 +249,7 @@ def _read_project(paths, files: list[Path], config: Config, named: set[Path] = f
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
     reader = ModuleReader(read_source, {path.resolve() for path in ruled}, texts)
-    project = Project(_project_root(paths), reader)
+    project = Project(root, reader)
     callers = reader.find_callers(others, project.resolve)
     for path in ruled + callers:
         try:
@@ -259,18 +259,13 @@ def _read_project(paths, files: list[Path], config: Config, named: set[Path] = f
     return project
 
 
-def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False) -> CheckResult:
-    """Check every Python file under `paths` as one project; one unparsable file never stops the others."""
-    config = config or Config()
-    total = CheckResult()
-    found = list(iter_python_files(paths, config))
-    named = {path for path, is_named in found if is_named}
-    project = _read_project(paths, [path for path, _ in found], config, named) if found else None
-    for path, is_named in found:
-        one = check_file(path, config, report_unused_noqa, project, named=is_named)
-        total.findings.extend(one.findings)
-        total.unused_suppressions.extend(one.unused_suppressions)
-        total.files_checked += 1
-        total.lines_checked += one.lines_checked
-    total.findings.sort(key=Finding.sort_key)
-    return total
+def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False,
+                cache=None, jobs: int = 1) -> CheckResult:
+    """Check every Python file under `paths` as one project; one unparsable file never stops the others.
+
+    `cache` (a peftdoctor.cache.ResultCache) answers the files whose key is unchanged; `jobs` > 1
+    spreads the parts of the project that imports do not join over that many processes.
+    """
+    from peftdoctor.project_run import run_check
+
+    return run_check(paths, config or Config(), report_unused_noqa, cache, jobs)

@@ -462,6 +462,12 @@ def pin_for(library: str, file_path: str) -> tuple[Pin | None, Pin | None, Path 
     return None, loose, root
 
 
+def pins_fingerprint(file_path: str) -> str:
+    """Every pin the version lookups for this file can read, as text: part of its cache key."""
+    folder = Path(file_path).resolve().parent
+    return "|".join(f"{path}:{pins_in_file(path)!r}" for path, _ in _candidate_files(folder))
+
+
 def clear_caches() -> None:
     """Forget what was read (tests that rewrite pin files in place call this)."""
     _pins_in_file.cache_clear()

@@ -51,6 +51,15 @@ class Project:
         self.node_paths: dict[int, Path] = {}  # id(call node) -> the module it was evaluated in
         self.inline_budget = 4000  # context-sensitive walks per run; beyond it, summaries only
 
+    def close(self) -> None:
+        """Drop everything the run built. Interpreters, their facts and the values they hold refer
+        to one another; cutting those links frees the trees as soon as the run ends, where the cyclic
+        collector would have to scan the whole heap to find them."""
+        for interp in self._interpreters.values():
+            interp.__dict__.clear()
+        for table in (self._parsed, self._interpreters, self._pieces, self._piece_positions, self.node_paths):
+            table.clear()
+
     # ------------------------------------------------------------------ modules
     def parsed(self, path: Path) -> ParsedModule | None:
         path = path.resolve()
