@@ -71,6 +71,9 @@ GRAD_SCALERS = {
     "torch.amp.grad_scaler.GradScaler",
 }
 PASS_THROUGH_BUILTINS = {"list", "tuple", "enumerate", "filter", "sorted", "iter", "set"}
+# PeftModel methods that strip the LoRA layers out of the wrapped base in place and return that base:
+# the PeftModel wrapper stays, holding no adapter weights any more.
+UNLOADING = ("merge_and_unload", "unload")
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
 
 
@@ -413,6 +416,9 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     kind = value.kind
     if kind in (BASE_MODEL, PEFT_MODEL):
         return _model_method(interp, event, env, value, method)
+    if kind == TUNER and method in UNLOADING:  # `model.base_model.merge_and_unload()`: same as on the wrapper
+        _unload_in_place(interp, event, env, value.get("peft"), event.node.func.value.value)
+        return unknown()
     if kind == ARG_PARSER and method.startswith("parse_") and method != "parse_known_args":
         return (Value(TUPLE, event.node, items=[_parsed_arguments(interp, event, env, v)
                                                 for v in _dataclass_types(value)]),)
@@ -478,6 +484,8 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         interp.mutate(env, value, resized)
         return (resized,)  # the event's result: the model as resized on this path
     elif method in ("merge_and_unload", "unload", "get_base_model") and value.kind == PEFT_MODEL:
+        if method in UNLOADING:
+            _unload_in_place(interp, event, env, value, event.node.func.value)
         base = value.get("base") or ()
         template = base[0] if len(base) == 1 and base[0].kind == BASE_MODEL else None
         attrs = dict(template.attrs) if template is not None else {"dtype": value.get("dtype")}
@@ -490,6 +498,15 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
     if method in SELF_RETURNING:
         return (value,)
     return unknown()
+
+
+def _unload_in_place(interp, event, env, peft: Value, holder) -> None:
+    """The wrapper, its LoRA layers gone, in every name that holds it; `self.model.merge_and_unload()`
+    rebinds `self.model` too, so the instance carries the stripped wrapper to its other methods."""
+    new = peft.derive(unloaded_at=event.node)
+    interp.mutate(env, peft, new)
+    if isinstance(holder, cst.Attribute) and env.lookup(dotted(holder) or "") is None:
+        interp.assign(holder, (new,), env)
 
 
 def _tokens_added(interp, event, env) -> bool:

@@ -1,0 +1,65 @@
+"""The failures PD305, PD105, PD502 and PD306 warn about really happen.
+
+Real torch, transformers and peft on tiny config-built models on CPU, never the hub. Each
+buggy form is run and its concrete symptom asserted; a control shows the fixed form works.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from peft import PeftModel, get_peft_model  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from tiny import tiny_llama  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
+from truth_helpers import logits, lora, make_nontrivial, token_batch  # noqa: E402
+
+
+def trained_adapter():
+    """A PeftModel on tiny_llama(seed=0) whose adapter changes the outputs, as a trained one does."""
+    model = get_peft_model(tiny_llama(), lora())
+    make_nontrivial(model)
+    return model
+
+
+# --------------------------------------------------------------------- PD305
+
+
+def test_pd305_wrapper_saved_after_merge_and_unload_is_an_empty_adapter(tmp_path):
+    model = trained_adapter()
+    batch = token_batch()
+    merged_logits = logits(model, batch)
+    assert (merged_logits - logits(tiny_llama(), batch)).abs().max() > 0.1  # the adapter matters
+
+    model.merge_and_unload()  # result discarded
+    assert (logits(model, batch) - merged_logits).abs().max() < 1e-5  # the wrapper still serves the merge
+    model.save_pretrained(tmp_path / "out")
+
+    saved = sorted(os.listdir(tmp_path / "out"))
+    assert "config.json" not in saved and "model.safetensors" not in saved  # no merged model
+    assert load_file(tmp_path / "out" / "adapter_model.safetensors") == {}  # an adapter with no tensors
+    with pytest.warns(UserWarning, match="missing adapter keys"):
+        reloaded = PeftModel.from_pretrained(tiny_llama(), str(tmp_path / "out"))
+    assert (logits(reloaded, batch) - logits(tiny_llama(), batch)).abs().max() == 0  # just the base
+    assert (logits(reloaded, batch) - merged_logits).abs().max() > 0.1
+
+
+def test_pd305_use_instead_the_returned_model_saves_the_merge(tmp_path):
+    model = trained_adapter()
+    batch = token_batch()
+    expected = logits(model, batch)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+
+    assert "model.safetensors" in os.listdir(tmp_path / "merged")
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "merged")
+    assert (logits(reloaded, batch) - expected).abs().max() < 1e-5
