@@ -63,3 +63,66 @@ def test_pd305_use_instead_the_returned_model_saves_the_merge(tmp_path):
     assert "model.safetensors" in os.listdir(tmp_path / "merged")
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "merged")
     assert (logits(reloaded, batch) - expected).abs().max() < 1e-5
+
+
+# --------------------------------------------------------------------- PD105
+
+
+@pytest.fixture(scope="module")
+def saved_adapters(tmp_path_factory):
+    """Two different non-trivial LoRA adapters for tiny_llama(seed=0), saved."""
+    folder = tmp_path_factory.mktemp("adapters")
+    for name, seed in (("a", 1), ("b", 2)):
+        model = get_peft_model(tiny_llama(), lora())
+        make_nontrivial(model, seed=seed)
+        model.save_pretrained(folder / name)
+    return {name: str(folder / name) for name in ("a", "b")}
+
+
+def test_pd105_load_adapter_leaves_the_first_adapter_active(saved_adapters):
+    batch = token_batch()
+    only_a = logits(PeftModel.from_pretrained(tiny_llama(), saved_adapters["a"]), batch)
+    only_b = logits(PeftModel.from_pretrained(tiny_llama(), saved_adapters["b"]), batch)
+    model = PeftModel.from_pretrained(tiny_llama(), saved_adapters["a"])
+    model.load_adapter(saved_adapters["b"], adapter_name="b", is_trainable=True)
+
+    assert model.active_adapter == "default"
+    assert (logits(model, batch) - only_a).abs().max() == 0  # the forward pass is adapter a's
+    assert (logits(model, batch) - only_b).abs().max() > 0.1
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    assert trainable and all(".b." in name for name in trainable)  # b is trainable, and unused
+    loss = model(input_ids=batch, labels=batch).loss
+    with pytest.raises(RuntimeError, match="element 0 of tensors does not require grad"):
+        loss.backward()
+
+
+def test_pd105_with_a_trainable_first_adapter_the_loaded_one_is_never_trained(saved_adapters):
+    batch = token_batch()
+    model = get_peft_model(tiny_llama(), lora())
+    model.load_adapter(saved_adapters["b"], adapter_name="b", is_trainable=True)
+    loaded = {name: param.detach().clone() for name, param in model.named_parameters() if ".b." in name}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+
+    assert model.active_adapter == "default"
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[name], value) for name, value in loaded.items())  # b did not move
+    assert any(after[name].grad is not None for name in after if ".default." in name)  # default learned
+
+
+def test_pd105_use_instead_set_adapter_trains_the_loaded_adapter(saved_adapters):
+    batch = token_batch()
+    only_b = logits(PeftModel.from_pretrained(tiny_llama(), saved_adapters["b"]), batch)
+    model = PeftModel.from_pretrained(tiny_llama(), saved_adapters["a"])
+    model.load_adapter(saved_adapters["b"], adapter_name="b", is_trainable=True)
+    model.set_adapter("b")
+
+    assert (logits(model, batch) - only_b).abs().max() == 0
+    before = {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    moved = [name for name, param in model.named_parameters() if name in before
+             and not torch.equal(param, before[name])]
+    assert moved and all(".b." in name for name in moved)

@@ -88,7 +88,7 @@ RELEVANT_IN_DEFINITIONS = (
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
-    "field(", "quantization_config", "load_in_4bit", "load_in_8bit",
+    "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter",
 )
 
 
@@ -491,20 +491,40 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         attrs = dict(template.attrs) if template is not None else {"dtype": value.get("dtype")}
         return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
     elif method == "set_adapter" and value.kind == PEFT_MODEL:
-        new = value.derive(unfrozen=True)
+        new = value.derive(unfrozen=True, inactive_load=None)
+    elif method == "load_adapter" and value.kind == PEFT_MODEL and _flag(event, "is_trainable") is True:
+        new = value.derive(unfrozen=True, inactive_load=_second_adapter(event, value) or value.get("inactive_load"))
     if new is not None:
-        interp.mutate(env, value, new)
+        _change_held(interp, env, value, new, event.node.func.value)
         return (new,)
     if method in SELF_RETURNING:
         return (value,)
     return unknown()
 
 
+def _second_adapter(event, peft: Value):
+    """The `load_adapter` call when it loads a literal adapter name other than the one the PeftModel was
+    made with (peft's `"default"` unless `adapter_name=` says otherwise): peft leaves that one active."""
+    loaded = const_value(event.arg(1, "adapter_name"), None)
+    made_with = "default"
+    if isinstance(peft.node, cst.Call):
+        for arg in peft.node.args:
+            if arg.keyword is not None and arg.keyword.value == "adapter_name":
+                made_with = arg.value.evaluated_value if isinstance(arg.value, cst.SimpleString) else None
+    if not isinstance(loaded, str) or made_with is None or loaded == made_with:
+        return None
+    return event.node
+
+
 def _unload_in_place(interp, event, env, peft: Value, holder) -> None:
-    """The wrapper, its LoRA layers gone, in every name that holds it; `self.model.merge_and_unload()`
-    rebinds `self.model` too, so the instance carries the stripped wrapper to its other methods."""
-    new = peft.derive(unloaded_at=event.node)
-    interp.mutate(env, peft, new)
+    """The wrapper, its LoRA layers gone, in every name that holds it."""
+    _change_held(interp, env, peft, peft.derive(unloaded_at=event.node), holder)
+
+
+def _change_held(interp, env, old: Value, new: Value, holder) -> None:
+    """An in-place change of the model `holder` evaluates to; `self.model.merge_and_unload()` rebinds
+    `self.model` too, so the instance carries the change to its other methods."""
+    interp.mutate(env, old, new)
     if isinstance(holder, cst.Attribute) and env.lookup(dotted(holder) or "") is None:
         interp.assign(holder, (new,), env)
 
