@@ -126,3 +126,62 @@ def test_pd105_use_instead_set_adapter_trains_the_loaded_adapter(saved_adapters)
     moved = [name for name, param in model.named_parameters() if name in before
              and not torch.equal(param, before[name])]
     assert moved and all(".b." in name for name in moved)
+
+
+# --------------------------------------------------------------------- PD502
+
+
+def randomize_adapter(model, seed: int = 1, scale: float = 0.1) -> None:
+    """Random values in every LoRA factor (an embedding's lora_embedding_A starts at zero), as training
+    would leave them, so the adapter on the embedding changes the outputs too."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+
+
+def merged_minus_adapter(tmp_path, tied: bool, merge: str = "merge_and_unload", **config):
+    """Max abs difference between the adapter's logits and the merged model's, in memory and reloaded
+    (None for merge_adapter)."""
+    batch = token_batch()
+    base = tiny_llama(tie_word_embeddings=tied)
+    assert (base.lm_head.weight is base.model.embed_tokens.weight) is tied
+    model = get_peft_model(base, lora(**config))
+    randomize_adapter(model)
+    with torch.no_grad():  # a trained copy of a modules_to_save layer differs from the original
+        for name, param in model.named_parameters():
+            if "modules_to_save" in name:
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(2)) * 0.1)
+    expected = logits(model, batch)
+    assert (expected - logits(tiny_llama(tie_word_embeddings=tied), batch)).abs().max() > 0.1
+    if merge == "merge_adapter":  # merged in place, LoRA layers kept: nothing to reload as a plain model
+        model.merge_adapter()
+        return (logits(model, batch) - expected).abs().max().item(), None
+    merged = model.merge_and_unload()
+    in_memory = (logits(merged, batch) - expected).abs().max().item()
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "merged")
+    return in_memory, (logits(reloaded, batch) - expected).abs().max().item()
+
+
+@pytest.mark.parametrize("targets, merge", [
+    (["q_proj", "v_proj", "lm_head"], "merge_and_unload"),
+    (["q_proj", "v_proj", "embed_tokens"], "merge_and_unload"),
+    (["q_proj", "v_proj", "embed_tokens"], "merge_adapter"),
+], ids=["lm_head", "embed_tokens", "embed_tokens-merge_adapter"])
+def test_pd502_merging_an_adapter_on_a_tied_layer_changes_the_other(tmp_path, targets, merge):
+    in_memory, reloaded = merged_minus_adapter(tmp_path, tied=True, merge=merge, target_modules=targets)
+    assert in_memory > 0.5  # float32 merges of an untied base agree within 1e-4 (below)
+    assert reloaded is None or reloaded > 0.5
+
+
+def test_pd502_the_same_adapter_on_an_untied_base_merges_exactly(tmp_path):
+    in_memory, reloaded = merged_minus_adapter(tmp_path, tied=False, target_modules=["q_proj", "v_proj", "lm_head"])
+    assert in_memory < 1e-4 and reloaded < 1e-4
+
+
+def test_pd502_use_instead_modules_to_save_head_merges_exactly_on_a_tied_base(tmp_path):
+    in_memory, reloaded = merged_minus_adapter(tmp_path, tied=True, target_modules=["q_proj", "v_proj"],
+                                               modules_to_save=["lm_head"])
+    assert in_memory < 1e-4 and reloaded < 1e-4

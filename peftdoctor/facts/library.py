@@ -77,6 +77,15 @@ UNLOADING = ("merge_and_unload", "unload")
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
 
 
+# Model classes whose every released checkpoint ties lm_head to the input embedding (config default
+# tie_word_embeddings=True): GPT-2 and its variants, the Gemma families.
+TIED_EMBEDDING_CLASSES = {
+    "GPT2LMHeadModel", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+}
+# Names of the two tied layers in transformers' causal LMs (GPT-2 calls its embedding `wte`).
+TIED_LAYER_NAMES = ("lm_head", "embed_tokens", "wte")
+
+
 # A module of the project that mentions none of these cannot change what a rule sees; it is
 # read for the names it exports only when it does (or when it is a package __init__, for re-exports).
 RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "okenizer",
@@ -347,7 +356,18 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         if key in event.kwargs
     )
     return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
-                  head_task=task, resized=False, new_tokens=False),)
+                  head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls)),)
+
+
+def _tied_embeddings(event, cls: str):
+    """True when the input embedding and the output layer share one matrix, False when they do not,
+    None when the script does not say (the base's own config.json decides)."""
+    flag = _flag(event, "tie_word_embeddings")
+    if isinstance(flag, bool):
+        return flag
+    if flag is MISSING and cls in TIED_EMBEDDING_CLASSES:
+        return True
+    return None
 
 
 def _trainer(interp, event, cls: str) -> Value:

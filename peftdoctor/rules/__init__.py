@@ -19,4 +19,5 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd301_head_not_saved,
     pd302_new_tokens,
     pd305_merge_result_discarded,
+    pd502_merge_into_tied_embeddings,
 )
