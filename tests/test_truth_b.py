@@ -185,3 +185,41 @@ def test_pd502_use_instead_modules_to_save_head_merges_exactly_on_a_tied_base(tm
     in_memory, reloaded = merged_minus_adapter(tmp_path, tied=True, target_modules=["q_proj", "v_proj"],
                                                modules_to_save=["lm_head"])
     assert in_memory < 1e-4 and reloaded < 1e-4
+
+
+# --------------------------------------------------------------------- PD306
+
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+
+def merged_folder(tmp_path):
+    model = trained_adapter()
+    merged = model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    return tmp_path / "merged"
+
+
+def test_pd306_merged_folder_without_tokenizer_cannot_be_used_on_its_own(tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    folder = merged_folder(tmp_path)
+    assert sorted(os.listdir(folder)) == ["config.json", "generation_config.json", "model.safetensors"]
+    with pytest.raises((OSError, ValueError)):
+        AutoTokenizer.from_pretrained(folder)
+    with pytest.raises((OSError, ValueError)):
+        pipeline("text-generation", model=str(folder))
+
+
+def test_pd306_use_instead_tokenizer_saved_next_to_the_merged_model(tmp_path):
+    from transformers import AutoTokenizer, pipeline
+    from truth_helpers import tiny_tokenizer
+
+    folder = merged_folder(tmp_path)
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+
+    loaded = AutoTokenizer.from_pretrained(folder)
+    assert loaded.chat_template == CHAT_TEMPLATE and len(loaded) == len(tokenizer)
+    generated = pipeline("text-generation", model=str(folder))("w3 w4", max_new_tokens=2)[0]["generated_text"]
+    assert generated.startswith("w3 w4") and len(generated) > len("w3 w4")  # two new tokens decoded

@@ -97,7 +97,7 @@ RELEVANT_IN_DEFINITIONS = (
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
-    "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter",
+    "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
 )
 
 

@@ -19,5 +19,6 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd301_head_not_saved,
     pd302_new_tokens,
     pd305_merge_result_discarded,
+    pd306_merged_without_tokenizer,
     pd502_merge_into_tied_embeddings,
 )
