@@ -53,6 +53,13 @@ def test_pd305_wrapper_saved_after_merge_and_unload_is_an_empty_adapter(tmp_path
     assert (logits(reloaded, batch) - merged_logits).abs().max() > 0.1
 
 
+def test_pd305_wrapper_saved_after_unload_is_an_empty_adapter_too(tmp_path):
+    model = trained_adapter()
+    model.unload()
+    model.save_pretrained(tmp_path / "out")
+    assert load_file(tmp_path / "out" / "adapter_model.safetensors") == {}
+
+
 def test_pd305_use_instead_the_returned_model_saves_the_merge(tmp_path):
     model = trained_adapter()
     batch = token_batch()

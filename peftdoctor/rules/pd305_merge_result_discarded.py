@@ -30,14 +30,18 @@ def check(facts, ctx):
                 continue
             unload = stale.get("unloaded_at")
             how = facts.code_of(unload.func)
+            merged = how.endswith("merge_and_unload")
+            returned = "merged into the base, which that call returned" if merged else "the base that call returned"
+            hint = (f"keep the model the merge returns (`merged = model.merge_and_unload()`) and call "
+                    f"`merged.{save}(...)`; save the adapter itself before merging") if merged else \
+                f"call {save}() on the PeftModel before {how}()"
             yield finding(
                 facts, event.node, CODE,
                 f"{save}() is called on the PeftModel wrapper after {how}() at {facts.where(unload)} already "
-                "moved its LoRA layers out (merged into the base, which that call returned): it writes an "
-                "adapter folder whose adapter_model.safetensors holds no tensors, not the merged model, and "
+                f"took its LoRA layers out ({returned}): it writes an adapter folder whose "
+                f"adapter_model.safetensors holds no tensors{', not the merged model' if merged else ''}, and "
                 "loading that folder gives the base model's outputs",
-                "keep the model the merge returns (`merged = model.merge_and_unload()`) and call "
-                f"`merged.{save}(...)`; save the adapter itself before merging",
+                hint,
             )
 
 

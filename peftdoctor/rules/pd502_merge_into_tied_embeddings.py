@@ -24,7 +24,7 @@ def _tied_targets(config) -> list[str]:
     if targets in (MISSING, None, NOT_LITERAL):
         return []
     if isinstance(targets, str):
-        return [name for name in TIED_LAYER_NAMES if name in targets and targets != "all-linear"]
+        return [name for name in TIED_LAYER_NAMES if name in targets]
     return [name for name in TIED_LAYER_NAMES if any(str(t).split(".")[-1] == name for t in targets)]
 
 
