@@ -439,6 +439,10 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     if kind == TUNER and method in UNLOADING:  # `model.base_model.merge_and_unload()`: same as on the wrapper
         _unload_in_place(interp, event, env, value.get("peft"), event.node.func.value.value)
         return unknown()
+    if kind == TUNER and method == "set_adapter":  # `model.base_model.set_adapter(name)`
+        peft = value.get("peft")
+        _change_held(interp, env, peft, peft.derive(unfrozen=True, inactive_load=None), event.node.func.value.value)
+        return unknown()
     if kind == ARG_PARSER and method.startswith("parse_") and method != "parse_known_args":
         return (Value(TUPLE, event.node, items=[_parsed_arguments(interp, event, env, v)
                                                 for v in _dataclass_types(value)]),)
