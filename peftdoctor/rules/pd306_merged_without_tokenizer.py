@@ -14,6 +14,7 @@ from peftdoctor.rules.base import NEEDS_PEFT, arg_code, finding
 
 CODE = "PD306"
 SAVES = ("save_pretrained", "push_to_hub")
+MAX_CALLER_DEPTH = 4  # as deep as the facts inline calls
 
 
 def _may_write_tokenizer(event) -> bool:
@@ -55,8 +56,26 @@ def _may_be_same(one, other) -> bool:
     return _same(one, other) or one[1] is None or other[1] is None
 
 
-def _tokenizer_saves(facts):
-    for event in facts.events:
+def _nearby_events(facts, save):
+    """The calls of this file and of the functions that call the save's function, in any module of the
+    project, up the call chain: a caller may save the tokenizer to the folder it passed in."""
+    project = facts.interpreter.project
+    if project is None:
+        return facts.events
+    everything = [event for interp in project.interpreters() for event in interp.events]
+    scopes, found = {id(save.scope)}, list(facts.events)
+    for _ in range(MAX_CALLER_DEPTH):
+        callers = [event for event in everything if any(id(fn) in scopes for fn in event.callees)]
+        new_scopes = {id(event.scope) for event in callers} - scopes
+        if not new_scopes:
+            break
+        scopes |= new_scopes
+    found.extend(event for event in everything if id(event.scope) in scopes)
+    return found
+
+
+def _tokenizer_saves(facts, events):
+    for event in events:
         if event.method not in SAVES or not event.name.startswith("."):
             continue
         receiver = facts.code_of(event.node.func.value).lower()
@@ -76,9 +95,6 @@ def _loaded_later(facts, save, folder):
 
 
 def check(facts, ctx):
-    if any(_may_write_tokenizer(event) for event in facts.events):
-        return
-    tokenizer_folders = None
     for save in SAVES:
         for event in facts.method_calls(save):
             if _merged(event.receiver) is None:
@@ -95,9 +111,9 @@ def check(facts, ctx):
                     continue
                 where = f"saved to {folder[0]} and loaded from there by {facts.code_of(load.node.func)}() at " \
                     f"{facts.where(load.node)}"
-            if tokenizer_folders is None:
-                tokenizer_folders = list(_tokenizer_saves(facts))
-            if any(_may_be_same(folder, other) for other in tokenizer_folders):
+            nearby = _nearby_events(facts, event)
+            if any(_may_write_tokenizer(other) for other in nearby) or \
+                    any(_may_be_same(folder, other) for other in _tokenizer_saves(facts, nearby)):
                 continue
             yield finding(
                 facts, event.node, CODE,
