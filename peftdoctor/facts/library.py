@@ -71,7 +71,19 @@ GRAD_SCALERS = {
     "torch.amp.grad_scaler.GradScaler",
 }
 PASS_THROUGH_BUILTINS = {"list", "tuple", "enumerate", "filter", "sorted", "iter", "set"}
+# PeftModel methods that strip the LoRA layers out of the wrapped base in place and return that base:
+# the PeftModel wrapper stays, holding no adapter weights any more.
+UNLOADING = ("merge_and_unload", "unload")
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
+
+
+# Model classes whose every released checkpoint ties lm_head to the input embedding (config default
+# tie_word_embeddings=True): GPT-2 and its variants, the Gemma families.
+TIED_EMBEDDING_CLASSES = {
+    "GPT2LMHeadModel", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+}
+# Names of the two tied layers in transformers' causal LMs (GPT-2 calls its embedding `wte`).
+TIED_LAYER_NAMES = ("lm_head", "embed_tokens", "wte")
 
 
 # A module of the project that mentions none of these cannot change what a rule sees; it is
@@ -85,7 +97,7 @@ RELEVANT_IN_DEFINITIONS = (
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
-    "field(", "quantization_config", "load_in_4bit", "load_in_8bit",
+    "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
 )
 
 
@@ -344,7 +356,18 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         if key in event.kwargs
     )
     return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
-                  head_task=task, resized=False, new_tokens=False),)
+                  head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls)),)
+
+
+def _tied_embeddings(event, cls: str):
+    """True when the input embedding and the output layer share one matrix, False when they do not,
+    None when the script does not say (the base's own config.json decides)."""
+    flag = _flag(event, "tie_word_embeddings")
+    if isinstance(flag, bool):
+        return flag
+    if flag is MISSING and cls in TIED_EMBEDDING_CLASSES:
+        return True
+    return None
 
 
 def _trainer(interp, event, cls: str) -> Value:
@@ -413,6 +436,13 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     kind = value.kind
     if kind in (BASE_MODEL, PEFT_MODEL):
         return _model_method(interp, event, env, value, method)
+    if kind == TUNER and method in UNLOADING:  # `model.base_model.merge_and_unload()`: same as on the wrapper
+        _unload_in_place(interp, event, env, value.get("peft"), event.node.func.value.value)
+        return unknown()
+    if kind == TUNER and method == "set_adapter":  # `model.base_model.set_adapter(name)`
+        peft = value.get("peft")
+        _change_held(interp, env, peft, peft.derive(unfrozen=True, inactive_load=None), event.node.func.value.value)
+        return unknown()
     if kind == ARG_PARSER and method.startswith("parse_") and method != "parse_known_args":
         return (Value(TUPLE, event.node, items=[_parsed_arguments(interp, event, env, v)
                                                 for v in _dataclass_types(value)]),)
@@ -478,18 +508,49 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         interp.mutate(env, value, resized)
         return (resized,)  # the event's result: the model as resized on this path
     elif method in ("merge_and_unload", "unload", "get_base_model") and value.kind == PEFT_MODEL:
+        if method in UNLOADING:
+            _unload_in_place(interp, event, env, value, event.node.func.value)
         base = value.get("base") or ()
         template = base[0] if len(base) == 1 and base[0].kind == BASE_MODEL else None
         attrs = dict(template.attrs) if template is not None else {"dtype": value.get("dtype")}
         return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
     elif method == "set_adapter" and value.kind == PEFT_MODEL:
-        new = value.derive(unfrozen=True)
+        new = value.derive(unfrozen=True, inactive_load=None)
+    elif method == "load_adapter" and value.kind == PEFT_MODEL and _flag(event, "is_trainable") is True:
+        new = value.derive(unfrozen=True, inactive_load=_second_adapter(event, value) or value.get("inactive_load"))
     if new is not None:
-        interp.mutate(env, value, new)
+        _change_held(interp, env, value, new, event.node.func.value)
         return (new,)
     if method in SELF_RETURNING:
         return (value,)
     return unknown()
+
+
+def _second_adapter(event, peft: Value):
+    """The `load_adapter` call when it loads a literal adapter name other than the one the PeftModel was
+    made with (peft's `"default"` unless `adapter_name=` says otherwise): peft leaves that one active."""
+    loaded = const_value(event.arg(1, "adapter_name"), None)
+    made_with = "default"
+    if isinstance(peft.node, cst.Call):
+        for arg in peft.node.args:
+            if arg.keyword is not None and arg.keyword.value == "adapter_name":
+                made_with = arg.value.evaluated_value if isinstance(arg.value, cst.SimpleString) else None
+    if not isinstance(loaded, str) or made_with is None or loaded == made_with:
+        return None
+    return event.node
+
+
+def _unload_in_place(interp, event, env, peft: Value, holder) -> None:
+    """The wrapper, its LoRA layers gone, in every name that holds it."""
+    _change_held(interp, env, peft, peft.derive(unloaded_at=event.node), holder)
+
+
+def _change_held(interp, env, old: Value, new: Value, holder) -> None:
+    """An in-place change of the model `holder` evaluates to; `self.model.merge_and_unload()` rebinds
+    `self.model` too, so the instance carries the change to its other methods."""
+    interp.mutate(env, old, new)
+    if isinstance(holder, cst.Attribute) and env.lookup(dotted(holder) or "") is None:
+        interp.assign(holder, (new,), env)
 
 
 def _tokens_added(interp, event, env) -> bool:

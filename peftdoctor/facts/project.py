@@ -90,6 +90,10 @@ class Project:
             interp.walk_functions(only)
         return interp
 
+    def interpreters(self) -> list:
+        """Every module interpreted so far: a rule that needs the whole project's calls reads their events."""
+        return list(self._interpreters.values())
+
     def relevant_functions(self, path: Path):
         return self._reader.relevant_functions(path)
 

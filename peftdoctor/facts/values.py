@@ -45,7 +45,7 @@ FIELDS = frozenset({
     # models
     "class_name", "dtype", "quantized", "head", "head_task", "resized", "new_tokens", "resized_at",
     "plain_again", "kbit_prepared", "casted", "halved_at", "via", "base", "config", "trainable", "frozen_by",
-    "frozen_how", "autocast", "unfrozen", "inner_peft",
+    "frozen_how", "autocast", "unfrozen", "inner_peft", "unloaded_at", "inactive_load", "tied",
     # configs, tokenizers, training
     "known", "peft_class", "alternatives", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
     "peft_config", "mixed_precision", "models",

@@ -14,7 +14,11 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd101_wrapped_twice,
     pd102_peft_on_peft,
     pd103_frozen_resume,
+    pd105_adapter_not_active,
     pd201_fp16_trainables,
     pd301_head_not_saved,
     pd302_new_tokens,
+    pd305_merge_result_discarded,
+    pd306_merged_without_tokenizer,
+    pd502_merge_into_tied_embeddings,
 )
