@@ -225,6 +225,7 @@ def _models_in_params(interp, event, env) -> Values:
 def _peft_call(interp, event, env, parts) -> Values:
     last = parts[-1]
     if last == "get_peft_model":
+        _stale_optimizers(interp, env, event.arg(0, "model"), event.node)
         return (_wrap(event, event.arg(0, "model"), event.arg(1, "peft_config"), "get_peft_model"),)
     if len(parts) >= 3 and last == "from_pretrained":
         cls = parts[-2]
@@ -234,6 +235,8 @@ def _peft_call(interp, event, env, parts) -> Values:
                           autocast=_flag(event, "autocast_adapter_dtype")),)
         if cls.startswith("PeftModel") or cls == "PeftMixedModel":
             base = event.arg(0, "model") or ()
+            if _trainable(event) is not False:
+                _stale_optimizers(interp, env, base, event.node)
             return (Value(PEFT_MODEL, event.node, via="from_pretrained", base=base, config=(),
                           trainable=_trainable(event), dtype=_common(base, "dtype"), casted=_base_casted(base),
                           autocast=_flag(event, "autocast_adapter_dtype")),)
@@ -249,6 +252,22 @@ def _peft_call(interp, event, env, parts) -> Values:
     if last == "cast_mixed_precision_params":
         return _mark_models(interp, env, event.arg(0, "model"), casted=True)
     return unknown()
+
+
+def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
+    """An optimizer built from the base's parameters before this wrap holds none of the adapter's
+    new parameters: on this path it is marked `wrapped_after` the wrap."""
+    wrapped = {id(b.node) for b in base or () if b.kind == BASE_MODEL}
+    for key, values in list(env.names.items()):  # `self.optimizer` made by an earlier method of this instance
+        for value in values:
+            if value.kind == SELF and "." not in key:
+                for attr, held in (value.get("state") or {}).items():
+                    env.names.setdefault(f"{key}.{attr}", held)
+    for values in list(_all_names(env)):
+        for value in values:
+            if value.kind == OPTIMIZER and value.get("wrapped_after") is None and any(
+                    model.kind == BASE_MODEL and id(model.node) in wrapped for model in value.get("models") or ()):
+                interp.mutate(env, value, value.derive(wrapped_after=wrap_node))
 
 
 def _prepare_for_kbit(interp, env, event) -> Values:
@@ -426,6 +445,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
                 return event.args[0]
             return (Value(TUPLE, event.node, items=list(event.args)),)
         return unknown()  # accelerator.backward() is marked in call_method
+    if kind == OPTIMIZER and method == "add_param_group" and value.get("wrapped_after") is not None:
+        interp.mutate(env, value, value.derive(wrapped_after=None))  # the adapter's parameters may be added
     return unknown()
 
 
