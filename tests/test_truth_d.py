@@ -88,3 +88,93 @@ def test_pd403_use_instead_optimizer_after_wrap_trains_the_adapter():
     losses = hand_loop(model, optimizer)
     assert moved(before, model) == 4
     assert losses[-1] < losses[0]
+
+
+# ------------------------------------------------------------------ PD401
+class ImageRows(torch.utils.data.Dataset):
+    """A few random 16x16 images with labels, for a ViT classifier."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> dict:
+        gen = torch.Generator().manual_seed(index)
+        return {"pixel_values": torch.randn(3, 16, 16, generator=gen), "labels": torch.tensor(index % 2)}
+
+
+def vit_with_lora():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=32, num_labels=2)
+    model = ViTForImageClassification(config)
+    assert model.main_input_name == "pixel_values"
+    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]))
+
+
+def vit_lora_b_moved(tmp_path, enable_input_grads=False, **args) -> tuple[int, float]:
+    model = vit_with_lora()
+    if enable_input_grads:
+        model.enable_input_require_grads()
+    before = lora_b(model)
+    result = Trainer(model=model, args=trainer_args(tmp_path, **args), train_dataset=ImageRows()).train()
+    assert len(before) == 4
+    return moved(before, model), result.training_loss
+
+
+REENTRANT = dict(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
+
+
+def test_pd401_vit_reentrant_checkpointing_after_wrap_trains_no_lora(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: "None of the inputs have requires_grad=True"
+        count, loss = vit_lora_b_moved(tmp_path, **REENTRANT)
+    assert count == 0 and loss > 0  # the classifier trains, a loss is logged, the adapter never moves
+
+
+def test_pd401_use_instead_vit_input_grads_or_non_reentrant_train_the_adapter(tmp_path):
+    assert vit_lora_b_moved(tmp_path, enable_input_grads=True, **REENTRANT)[0] == 4
+    assert vit_lora_b_moved(tmp_path, gradient_checkpointing=True)[0] == 4  # default: non-reentrant on 5.x
+    assert vit_lora_b_moved(tmp_path, gradient_checkpointing=True,
+                            gradient_checkpointing_kwargs={"use_reentrant": False})[0] == 4
+
+
+def test_pd401_text_model_gets_input_grads_from_transformers_5(tmp_path):
+    """Why the rule is silent for input_ids models on transformers >= 5.0: it enables input grads itself."""
+    import transformers
+
+    assert int(transformers.__version__.split(".")[0]) >= 5
+    model = get_peft_model(tiny_llama(), lora())
+    before = lora_b(model)
+    Trainer(model=model, args=trainer_args(tmp_path, **REENTRANT), train_dataset=LMDataset()).train()
+    assert moved(before, model) == 4
+
+
+def test_pd401_checkpointing_as_transformers_4_enables_it_leaves_a_peft_model_without_gradient():
+    """transformers 4.35-4.57 `gradient_checkpointing_enable()` with no kwargs: checkpoint(use_reentrant=True)
+    on every layer and, for a PeftModel (no `_hf_peft_config_loaded`), no enable_input_require_grads()."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    def as_in_transformers_4(model):
+        model.get_base_model()._set_gradient_checkpointing(
+            enable=True, gradient_checkpointing_func=functools.partial(checkpoint, use_reentrant=True))
+
+    model = get_peft_model(tiny_llama(), lora())
+    as_in_transformers_4(model)
+    model.train()
+    ids = token_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = model(input_ids=ids, labels=ids).loss
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        loss.backward()
+
+    fixed = get_peft_model(tiny_llama(), lora())
+    as_in_transformers_4(fixed)
+    fixed.enable_input_require_grads()
+    fixed.train()
+    fixed(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in fixed.named_parameters() if "lora_B" in n)

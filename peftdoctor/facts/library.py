@@ -85,7 +85,8 @@ RELEVANT_IN_DEFINITIONS = (
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
-    "field(", "quantization_config", "load_in_4bit", "load_in_8bit",
+    "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "checkpointing_enable",
+    "enable_input_require_grads",
 )
 
 
@@ -239,7 +240,7 @@ def _peft_call(interp, event, env, parts) -> Values:
                 _stale_optimizers(interp, env, base, event.node)
             return (Value(PEFT_MODEL, event.node, via="from_pretrained", base=base, config=(),
                           trainable=_trainable(event), dtype=_common(base, "dtype"), casted=_base_casted(base),
-                          autocast=_flag(event, "autocast_adapter_dtype")),)
+                          autocast=_flag(event, "autocast_adapter_dtype"), input_grads=_input_grads_at_wrap(base)),)
         if cls.endswith("Config"):
             return (Value(PEFT_CONFIG, event.node, known=False),)
     if last.endswith("Config") and last[:1].isupper() and len(parts) == 2:
@@ -252,6 +253,62 @@ def _peft_call(interp, event, env, parts) -> Values:
     if last == "cast_mixed_precision_params":
         return _mark_models(interp, env, event.arg(0, "model"), casted=True)
     return unknown()
+
+
+# Model methods that turn on gradient checkpointing, with the keyword of their kwargs dict.
+CHECKPOINTING_METHODS = {"gradient_checkpointing_enable": "gradient_checkpointing_kwargs",
+                         "activation_checkpointing_enable": "activation_checkpointing_kwargs"}
+# Calls that make the embedding output require grad, so reentrant checkpointing passes gradients on.
+INPUT_GRAD_METHODS = ("enable_input_require_grads", "prepare_model_for_gradient_checkpointing")
+# Words of model classes whose main input is not `input_ids` (pixel_values, input_features, input_values):
+# transformers >= 5.0 enables input grads itself only for `input_ids` models.
+NON_TEXT_INPUT_MODELS = (
+    "ForImageClassification", "ForAudioClassification", "ForAudioFrameClassification", "ForCTC", "ForXVector",
+    "ForSpeechSeq2Seq", "ForObjectDetection", "ForSemanticSegmentation", "ForUniversalSegmentation",
+    "ForDepthEstimation", "ForMaskedImageModeling", "ForImageSegmentation", "VisionEncoderDecoder", "ViT",
+    "Deit", "DeiT", "Beit", "BEiT", "Swin", "ConvNext", "Dinov2", "ResNet", "Segformer", "Whisper", "Wav2Vec2",
+    "Hubert", "WavLM", "CLIPVision", "SiglipVision",
+)
+DEFAULT = "default"  # a checkpointing call or argument that leaves use_reentrant to the library
+
+
+def _checkpointing_flag(event):
+    """TrainingArguments(gradient_checkpointing=...) or its transformers 5 name, activation_checkpointing."""
+    for keyword in ("gradient_checkpointing", "activation_checkpointing"):
+        if keyword in event.kwargs:
+            return const_value(event.kwargs[keyword], None)
+    return None if event.star_kwargs else False
+
+
+def reentrant_of(kwargs: Values | None, star_kwargs: bool):
+    """use_reentrant from a checkpointing kwargs dict: True / False, DEFAULT when left to the library,
+    None when not known here."""
+    if kwargs is None:
+        return None if star_kwargs else DEFAULT
+    literal = const_value(kwargs, MISSING)
+    if literal is None:
+        return DEFAULT
+    if isinstance(literal, dict):
+        flag = literal.get("use_reentrant", DEFAULT)
+        return flag if flag in (True, False, DEFAULT) else None
+    return None
+
+
+def _input_grads_at_wrap(base: Values) -> bool:
+    """peft's PeftModel enables input grads for a base that is already checkpointed; k-bit preparation does too."""
+    return bool(base) and all(b.get("input_grads") or b.get("kbit_prepared") or b.get("checkpointing") is not None
+                              for b in base)
+
+
+def _enable_input_grads(interp, env, model: Value) -> None:
+    """`enable_input_require_grads()` on a model: every PeftModel wrapping it sees it too."""
+    interp.mutate(env, model, model.derive(input_grads=True))
+    if model.kind == BASE_MODEL:
+        for values in list(_all_names(env)):
+            for value in values:
+                if value.kind == PEFT_MODEL and not value.get("input_grads") and any(
+                        b.node is model.node for b in value.get("base") or ()):
+                    interp.mutate(env, value, value.derive(input_grads=True))
 
 
 def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
@@ -314,7 +371,7 @@ def _wrap(event, base: Values | None, config: Values | None, via: str) -> Value:
     return Value(PEFT_MODEL, event.node, via=via, base=base, config=config, trainable=trainable,
                  frozen_by=config[0].node if trainable is False else None, frozen_how="inference_mode",
                  dtype=_common(base, "dtype"), casted=_base_casted(base),
-                 autocast=_flag(event, "autocast_adapter_dtype"))
+                 autocast=_flag(event, "autocast_adapter_dtype"), input_grads=_input_grads_at_wrap(base))
 
 
 def _base_casted(base: Values) -> bool:
@@ -345,7 +402,11 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     if cls == "HfArgumentParser" and cls == last:
         return (Value(ARG_PARSER, event.node, items=list(event.arg(0, "dataclass_types") or ())),)
     if cls == last and (cls.endswith("TrainingArguments") or (parts[0] == "trl" and cls.endswith("Config"))):
-        return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16")),)
+        return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16"),
+                      checkpointing=_checkpointing_flag(event),
+                      reentrant=reentrant_of(event.kwargs.get("gradient_checkpointing_kwargs")
+                                           or event.kwargs.get("activation_checkpointing_kwargs"),
+                                           event.star_kwargs)),)
     if "Tokenizer" in cls or "Processor" in cls:
         extra = event.kwargs.get("additional_special_tokens")
         added = extra is not None and const_value(extra, None) not in ([], (), None)
@@ -376,7 +437,7 @@ def _trainer(interp, event, cls: str) -> Value:
     if peft_config is not None and model and all(v.kind == BASE_MODEL for v in model):
         trained = (_wrap(event, model, peft_config, "trainer"),)
     return Value(TRAINER, event.node, class_name=cls, model=model, trained=trained, args=args,
-                 peft_config=peft_config)
+                 peft_config=peft_config, library=event.name.split(".")[0])
 
 
 def _getattr_of_library(event) -> Values:
@@ -505,6 +566,11 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
     elif method == "set_adapter" and value.kind == PEFT_MODEL:
         new = value.derive(unfrozen=True)
+    elif method in CHECKPOINTING_METHODS:
+        new = value.derive(checkpointing=reentrant_of(event.arg(0, CHECKPOINTING_METHODS[method]), event.star_kwargs))
+    elif method in INPUT_GRAD_METHODS:
+        _enable_input_grads(interp, env, value)
+        return (value,)
     if new is not None:
         interp.mutate(env, value, new)
         return (new,)
@@ -525,6 +591,8 @@ def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
     """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter."""
     if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
+    if owner.kind == TRAINING_ARGS and "checkpointing" in attr:  # set after construction: read as unknown
+        interp.mutate(env, owner, owner.derive(checkpointing=None, reentrant=None))
 
 
 def _all_names(env):

@@ -51,6 +51,8 @@ FIELDS = frozenset({
     "peft_config", "mixed_precision", "models",
     # optimizers
     "wrapped_after",
+    # gradient checkpointing
+    "checkpointing", "input_grads", "reentrant", "library",
 })
 
 
