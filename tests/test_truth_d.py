@@ -178,3 +178,48 @@ def test_pd401_checkpointing_as_transformers_4_enables_it_leaves_a_peft_model_wi
     fixed.train()
     fixed(input_ids=ids, labels=ids).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in fixed.named_parameters() if "lora_B" in n)
+
+
+# ------------------------------------------------------------------ PD202
+def pure_fp16_steps(model, steps=2, **optimizer_kwargs) -> tuple[list[float], int]:
+    """A hand loop with no AMP: (the losses, how many trainable tensors are non-finite at the end)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs)
+    model.train()
+    losses = []
+    for step in range(steps):
+        ids = token_batch(seed=step)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses, sum(not torch.isfinite(p).all() for p in params)
+
+
+def halved_lora():
+    model = get_peft_model(tiny_llama(), lora()).half()
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float16}
+    return model
+
+
+@pytest.mark.parametrize("implementation", [{}, {"foreach": True}], ids=["single_tensor", "foreach"])
+def test_pd202_adamw_default_eps_on_fp16_weights_turns_every_lora_tensor_nan(implementation):
+    assert torch.tensor(1e-8, dtype=torch.float16).item() == 0.0  # the default eps vanishes in float16
+    losses, non_finite = pure_fp16_steps(halved_lora(), **implementation)
+    assert non_finite == 8  # every lora_A and lora_B, after the first step
+    assert losses[0] == losses[0] and losses[1] != losses[1]  # finite, then nan
+
+
+@pytest.mark.parametrize("fix", [{"eps": 1e-4}, {"fused": True}], ids=["eps_1e-4", "fused"])
+def test_pd202_use_instead_raised_eps_or_fused_kernel_stays_finite(fix):
+    losses, non_finite = pure_fp16_steps(halved_lora(), steps=3, **fix)
+    assert non_finite == 0 and all(loss == loss for loss in losses)
+
+
+def test_pd202_fp16_base_with_upcast_lora_is_fine_with_default_eps():
+    """peft >= 0.12 keeps the adapter in float32 on a float16 base: the rule is silent there."""
+    model = get_peft_model(tiny_llama(dtype=torch.float16), lora())
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    losses, non_finite = pure_fp16_steps(model, steps=3)
+    assert non_finite == 0 and all(loss == loss for loss in losses)

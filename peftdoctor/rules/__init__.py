@@ -15,6 +15,7 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd102_peft_on_peft,
     pd103_frozen_resume,
     pd201_fp16_trainables,
+    pd202_fp16_adam_eps,
     pd301_head_not_saved,
     pd302_new_tokens,
     pd401_gc_without_input_grads,
