@@ -55,15 +55,15 @@ def _consequence(facts, ctx, model, reentrant) -> tuple[str, str] | None:
     if reentrant is not True and not (reentrant == DEFAULT and old):
         return None
     name = _class_name(model)
-    how = "use_reentrant=True" if reentrant is True else f"reentrant by default on {version.text}"
+    how = "use_reentrant=True" if reentrant is True else "reentrant, the default before transformers 5.0"
     if name is not None and any(word in name for word in NON_TEXT_INPUT_MODELS):
         return (f"checkpointing is {how} and {name}'s main input is not input_ids, so transformers makes no "
                 "input require grad: the LoRA layers inside the checkpointed blocks get no gradient and never "
                 "move while the loss is logged (measured: a ViT, 0 of 4 lora_B tensors move in 4 Trainer "
                 "steps)", version.text)
     if old:
-        return (f"checkpointing is {how}, and {version.text} enables input grads only for adapters added "
-                "with add_adapter, not for a PeftModel: the LoRA layers inside the checkpointed blocks get no "
+        return (f"checkpointing is {how}, and before 5.0 transformers enables input grads only for adapters "
+                "added with add_adapter, not for a PeftModel: the LoRA layers inside the checkpointed blocks get no "
                 "gradient (the backward fails with 'element 0 of tensors does not require grad', or, when "
                 "something outside them trains, the adapter learns nothing)", version.text)
     return None
@@ -108,8 +108,8 @@ def check(facts, ctx):
         what, versions = consequence
         yield finding(
             facts, anchor, CODE,
-            f"gradient checkpointing is turned on after the model is wrapped ({facts.code_of(model.node.func)} at "
-            f"{facts.where(model.node)}) and nothing makes its inputs require grad: {what}",
+            f"gradient checkpointing is turned on after the model is wrapped ({facts.code_of(model.node.func)}(...) "
+            f"at {facts.where(model.node)}) and nothing makes its inputs require grad: {what}",
             HINT, versions=versions,
         )
 
