@@ -223,3 +223,77 @@ def test_pd202_fp16_base_with_upcast_lora_is_fine_with_default_eps():
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     losses, non_finite = pure_fp16_steps(model, steps=3)
     assert non_finite == 0 and all(loss == loss for loss in losses)
+
+
+# ------------------------------------------------------------------ PD402
+def checkpoint_as_transformers_4(model) -> None:
+    """What transformers 4.35-4.57 `gradient_checkpointing_enable()` does with no kwargs (read in the 4.57.6
+    source): torch checkpoint with use_reentrant=True on every layer, input grads only for `add_adapter`."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    model._set_gradient_checkpointing(enable=True,
+                                      gradient_checkpointing_func=functools.partial(checkpoint, use_reentrant=True))
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kbit_base")
+    tiny_llama(hidden_size=64, intermediate_size=128).save_pretrained(folder)
+    return folder
+
+
+def load_4bit(folder):
+    pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    model = LlamaForCausalLM.from_pretrained(folder, quantization_config=quantization)
+    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    return model
+
+
+def lora_b_grads(model) -> list:
+    """The gradient sum of every lora_B after one forward/backward, or the RuntimeError's text."""
+    ids = token_batch()
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model(input_ids=ids, labels=ids).loss.backward()
+        except RuntimeError as error:
+            return [str(error)]
+    return [float(p.grad.abs().sum()) if p.grad is not None else 0.0
+            for name, p in model.named_parameters() if "lora_B" in name]
+
+
+def test_pd402_checkpointed_4bit_base_without_prepare_gets_no_gradient_on_transformers_4(llama_dir):
+    base = load_4bit(llama_dir)
+    checkpoint_as_transformers_4(base)
+    model = get_peft_model(base, lora())
+    assert not getattr(base, "_require_grads_hooks", None)  # peft skips input grads for a quantized base
+    (message,) = lora_b_grads(model)
+    assert "does not require grad" in message
+
+
+def test_pd402_use_instead_prepare_or_a_plain_base_gets_gradients(llama_dir):
+    from peft import prepare_model_for_kbit_training
+    from transformers import LlamaForCausalLM
+
+    prepared = prepare_model_for_kbit_training(load_4bit(llama_dir), gradient_checkpointing_kwargs={"use_reentrant": True})
+    grads = lora_b_grads(get_peft_model(prepared, lora()))
+    assert len(grads) == 4 and all(g > 0 for g in grads)
+
+    plain = LlamaForCausalLM.from_pretrained(llama_dir)  # not quantized: peft enables input grads itself
+    checkpoint_as_transformers_4(plain)
+    grads = lora_b_grads(get_peft_model(plain, lora()))
+    assert len(grads) == 4 and all(g > 0 for g in grads)
+
+
+def test_pd402_transformers_5_checkpointing_enables_input_grads_for_a_4bit_text_model(llama_dir):
+    """Why the rule is silent on transformers >= 5.0 for an input_ids model: it enables input grads itself."""
+    base = load_4bit(llama_dir)
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    grads = lora_b_grads(get_peft_model(base, lora()))
+    assert len(grads) == 4 and all(g > 0 for g in grads)

@@ -19,5 +19,6 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd301_head_not_saved,
     pd302_new_tokens,
     pd401_gc_without_input_grads,
+    pd402_kbit_without_prepare,
     pd403_optimizer_before_wrap,
 )

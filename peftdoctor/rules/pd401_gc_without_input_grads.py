@@ -30,38 +30,53 @@ def _class_name(model) -> str | None:
     return names.pop() if len(names) == 1 else None
 
 
-def _input_grads_enabled(facts, model) -> bool:
-    """Input grads are on for this PeftModel: tracked on the value, or, in this file, a call that enables
-    them on it or its base, or checkpointing turned on on its base before the wrap (peft then enables them)."""
+def input_grads_called(facts, model) -> bool:
+    """Input grads are on for this PeftModel: tracked on the value, or a call in this file enables them
+    on it or its base (in any order: `enable_input_require_grads()` after building the Trainer counts)."""
     if model.get("input_grads"):
         return True
+    nodes = {id(model.node), *(id(b.node) for b in model.get("base") or ())}
+    return any(event.method in INPUT_GRAD_METHODS and any(id(v.node) in nodes for v in event.receiver)
+               for event in facts.events)
+
+
+def _checkpointed_before_wrap(facts, model) -> bool:
+    """Checkpointing turned on on the base before the wrap, seen in this file: peft then enables input grads."""
     bases = {id(b.node) for b in model.get("base") or ()}
-    wrapped = False
     for event in facts.events:
-        wrapped = wrapped or event.node is model.node
-        receivers = {id(v.node) for v in event.receiver}
-        if event.method in INPUT_GRAD_METHODS and receivers & (bases | {id(model.node)}):
-            return True
-        if event.method in CHECKPOINTING_METHODS and not wrapped and receivers & bases:
+        if event.node is model.node:
+            return False
+        if event.method in CHECKPOINTING_METHODS and any(id(v.node) in bases for v in event.receiver):
             return True
     return False
+
+
+def without_input_grads(version, class_name, reentrant) -> str | None:
+    """How this checkpointing, with no input grads, fails on the project's transformers (None: it does not):
+    transformers >= 5.0 enables input grads itself for `input_ids` models and is non-reentrant by default."""
+    old = version.below(5, 0)
+    if reentrant is not True and not (reentrant == DEFAULT and old):
+        return None
+    if class_name is not None and any(word in class_name for word in NON_TEXT_INPUT_MODELS):
+        return "not an input_ids model"
+    return "transformers < 5.0" if old else None
 
 
 def _consequence(facts, ctx, model, reentrant) -> tuple[str, str] | None:
     """(what goes wrong, the version it assumes) when this checkpointing leaves the adapter without
     gradients on the project's transformers; None when it does not."""
     version = ctx.version("transformers", facts)
-    old = version.below(5, 0)
-    if reentrant is not True and not (reentrant == DEFAULT and old):
-        return None
     name = _class_name(model)
+    why = without_input_grads(version, name, reentrant)
+    if why is None:
+        return None
     how = "use_reentrant=True" if reentrant is True else "reentrant, the default before transformers 5.0"
-    if name is not None and any(word in name for word in NON_TEXT_INPUT_MODELS):
+    if why == "not an input_ids model":
         return (f"checkpointing is {how} and {name}'s main input is not input_ids, so transformers makes no "
                 "input require grad: the LoRA layers inside the checkpointed blocks get no gradient and never "
                 "move while the loss is logged (measured: a ViT, 0 of 4 lora_B tensors move in 4 Trainer "
                 "steps)", version.text)
-    if old:
+    if why == "transformers < 5.0":
         return (f"checkpointing is {how}, and before 5.0 transformers enables input grads only for adapters "
                 "added with add_adapter, not for a PeftModel: the LoRA layers inside the checkpointed blocks get no "
                 "gradient (the backward fails with 'element 0 of tensors does not require grad', or, when "
@@ -96,7 +111,7 @@ def _after_wrap(facts):
 def check(facts, ctx):
     reported = set()
     for node, model, reentrant in _after_wrap(facts):
-        if _input_grads_enabled(facts, model):
+        if input_grads_called(facts, model) or _checkpointed_before_wrap(facts, model):
             continue
         consequence = _consequence(facts, ctx, model, reentrant)
         if consequence is None:
