@@ -321,7 +321,8 @@ def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
         for value in values:
             if value.kind == SELF and "." not in key:
                 for attr, held in (value.get("state") or {}).items():
-                    env.names.setdefault(f"{key}.{attr}", held)
+                    if any(v.kind == OPTIMIZER for v in held):
+                        env.names.setdefault(f"{key}.{attr}", held)
     for values in list(_all_names(env)):
         for value in values:
             if value.kind == OPTIMIZER and value.get("wrapped_after") is None and any(

@@ -46,7 +46,7 @@ def _fp16_trainables(model, peft_version) -> str | None:
     """Why this model's trainable weights are float16, or None when they are not (or not known to be)."""
     if model.get("maybe") or model.get("dtype") != "float16" or model.get("casted"):
         return None
-    if model.kind == BASE_MODEL and not model.get("quantized"):
+    if model.kind == BASE_MODEL and not model.get("quantized") and not model.get("inner_peft"):
         return "the model is float16"
     if model.kind == PEFT_MODEL:
         reasons = fp16_trainable_reasons(model, peft_version)
