@@ -111,6 +111,8 @@ def _after_wrap(facts):
 def check(facts, ctx):
     reported = set()
     for node, model, reentrant in _after_wrap(facts):
+        if model.get("trainable") is False:
+            continue  # a frozen adapter: PD103
         if input_grads_called(facts, model) or _checkpointed_before_wrap(facts, model):
             continue
         consequence = _consequence(facts, ctx, model, reentrant)
