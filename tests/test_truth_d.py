@@ -7,6 +7,7 @@ a control next to it shows the fixed form trains, so the symptom comes from the 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -19,15 +20,15 @@ pytest.importorskip("peft")
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from tiny import tiny_llama  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
-from truth_helpers import LMDataset, lora, token_batch  # noqa: E402
+from peft import LoraConfig, get_peft_model
+from tiny import tiny_llama
+from transformers import Trainer, TrainingArguments
+from truth_helpers import LMDataset, lora, token_batch
 
 
 def trainer_args(folder, **overrides) -> TrainingArguments:
-    values = dict(output_dir=str(folder), max_steps=4, per_device_train_batch_size=2, learning_rate=1e-2,
-                  report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
+    values = {"output_dir": str(folder), "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
+              "report_to": [], "use_cpu": True, "save_strategy": "no", "disable_tqdm": True}
     values.update(overrides)
     return TrainingArguments(**values)
 
@@ -123,7 +124,7 @@ def vit_lora_b_moved(tmp_path, enable_input_grads=False, **args) -> tuple[int, f
     return moved(before, model), result.training_loss
 
 
-REENTRANT = dict(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
+REENTRANT = {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True}}
 
 
 def test_pd401_vit_reentrant_checkpointing_after_wrap_trains_no_lora(tmp_path):
@@ -208,13 +209,13 @@ def test_pd202_adamw_default_eps_on_fp16_weights_turns_every_lora_tensor_nan(imp
     assert torch.tensor(1e-8, dtype=torch.float16).item() == 0.0  # the default eps vanishes in float16
     losses, non_finite = pure_fp16_steps(halved_lora(), **implementation)
     assert non_finite == 8  # every lora_A and lora_B, after the first step
-    assert losses[0] == losses[0] and losses[1] != losses[1]  # finite, then nan
+    assert math.isfinite(losses[0]) and math.isnan(losses[1])  # finite, then nan
 
 
 @pytest.mark.parametrize("fix", [{"eps": 1e-4}, {"fused": True}], ids=["eps_1e-4", "fused"])
 def test_pd202_use_instead_raised_eps_or_fused_kernel_stays_finite(fix):
     losses, non_finite = pure_fp16_steps(halved_lora(), steps=3, **fix)
-    assert non_finite == 0 and all(loss == loss for loss in losses)
+    assert non_finite == 0 and all(math.isfinite(loss) for loss in losses)
 
 
 def test_pd202_fp16_base_with_upcast_lora_is_fine_with_default_eps():
@@ -222,7 +223,7 @@ def test_pd202_fp16_base_with_upcast_lora_is_fine_with_default_eps():
     model = get_peft_model(tiny_llama(dtype=torch.float16), lora())
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     losses, non_finite = pure_fp16_steps(model, steps=3)
-    assert non_finite == 0 and all(loss == loss for loss in losses)
+    assert non_finite == 0 and all(math.isfinite(loss) for loss in losses)
 
 
 # ------------------------------------------------------------------ PD402

@@ -269,7 +269,7 @@ NON_TEXT_INPUT_MODELS = (
     "Deit", "DeiT", "Beit", "BEiT", "Swin", "ConvNext", "Dinov2", "ResNet", "Segformer", "Whisper", "Wav2Vec2",
     "Hubert", "WavLM", "CLIPVision", "SiglipVision",
 )
-DEFAULT = "default"  # a checkpointing call or argument that leaves use_reentrant to the library
+REENTRANT_DEFAULT = "default"  # a checkpointing call or argument that leaves use_reentrant to the library
 
 
 def _checkpointing_flag(event):
@@ -281,16 +281,16 @@ def _checkpointing_flag(event):
 
 
 def reentrant_of(kwargs: Values | None, star_kwargs: bool):
-    """use_reentrant from a checkpointing kwargs dict: True / False, DEFAULT when left to the library,
+    """use_reentrant from a checkpointing kwargs dict: True / False, REENTRANT_DEFAULT when left to the library,
     None when not known here."""
     if kwargs is None:
-        return None if star_kwargs else DEFAULT
+        return None if star_kwargs else REENTRANT_DEFAULT
     literal = const_value(kwargs, MISSING)
     if literal is None:
-        return DEFAULT
+        return REENTRANT_DEFAULT
     if isinstance(literal, dict):
-        flag = literal.get("use_reentrant", DEFAULT)
-        return flag if flag in (True, False, DEFAULT) else None
+        flag = literal.get("use_reentrant", REENTRANT_DEFAULT)
+        return flag if flag in (True, False, REENTRANT_DEFAULT) else None
     return None
 
 

@@ -5,7 +5,13 @@ step is 6e-8). Where the second moment is 0 (a fresh lora_A gets no gradient whi
 0/0: the weights turn NaN at the first step.
 """
 
-from peftdoctor.facts.values import ACCELERATOR, BASE_MODEL, OPTIMIZER, PEFT_MODEL, const_value
+from peftdoctor.facts.values import (
+    ACCELERATOR,
+    BASE_MODEL,
+    OPTIMIZER,
+    PEFT_MODEL,
+    const_value,
+)
 from peftdoctor.finding import Severity
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor

@@ -10,9 +10,9 @@ releases default to reentrant and enable them only for adapters added with add_a
 
 from peftdoctor.facts.library import (
     CHECKPOINTING_METHODS,
-    DEFAULT,
     INPUT_GRAD_METHODS,
     NON_TEXT_INPUT_MODELS,
+    REENTRANT_DEFAULT,
     reentrant_of,
 )
 from peftdoctor.facts.values import PEFT_MODEL, TRAINER, TRAINING_ARGS
@@ -55,7 +55,7 @@ def without_input_grads(version, class_name, reentrant) -> str | None:
     """How this checkpointing, with no input grads, fails on the project's transformers (None: it does not):
     transformers >= 5.0 enables input grads itself for `input_ids` models and is non-reentrant by default."""
     old = version.below(5, 0)
-    if reentrant is not True and not (reentrant == DEFAULT and old):
+    if reentrant is not True and not (reentrant == REENTRANT_DEFAULT and old):
         return None
     if class_name is not None and any(word in class_name for word in NON_TEXT_INPUT_MODELS):
         return "not an input_ids model"
@@ -72,16 +72,15 @@ def _consequence(facts, ctx, model, reentrant) -> tuple[str, str] | None:
         return None
     how = "use_reentrant=True" if reentrant is True else "reentrant, the default before transformers 5.0"
     if why == "not an input_ids model":
-        return (f"checkpointing is {how} and {name}'s main input is not input_ids, so transformers makes no "
+        what = (f"checkpointing is {how} and {name}'s main input is not input_ids, so transformers makes no "
                 "input require grad: the LoRA layers inside the checkpointed blocks get no gradient and never "
-                "move while the loss is logged (measured: a ViT, 0 of 4 lora_B tensors move in 4 Trainer "
-                "steps)", version.text)
-    if why == "transformers < 5.0":
-        return (f"checkpointing is {how}, and before 5.0 transformers enables input grads only for adapters "
+                "move while the loss is logged (measured: a ViT, 0 of 4 lora_B tensors move in 4 Trainer steps)")
+    else:
+        what = (f"checkpointing is {how}, and before 5.0 transformers enables input grads only for adapters "
                 "added with add_adapter, not for a PeftModel: the LoRA layers inside the checkpointed blocks get no "
                 "gradient (the backward fails with 'element 0 of tensors does not require grad', or, when "
-                "something outside them trains, the adapter learns nothing)", version.text)
-    return None
+                "something outside them trains, the adapter learns nothing)")
+    return what, version.text
 
 
 def _after_wrap(facts):

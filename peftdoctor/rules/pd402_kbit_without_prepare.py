@@ -9,7 +9,10 @@ enable input grads itself are flagged (see PD401); elsewhere a k-bit base trains
 from peftdoctor.facts.values import BASE_MODEL, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, finding, local_anchor
-from peftdoctor.rules.pd401_gc_without_input_grads import input_grads_called, without_input_grads
+from peftdoctor.rules.pd401_gc_without_input_grads import (
+    input_grads_called,
+    without_input_grads,
+)
 from peftdoctor.rules.training import training_uses
 
 CODE = "PD402"
