@@ -282,7 +282,8 @@ def test_pd402_use_instead_prepare_or_a_plain_base_gets_gradients(llama_dir):
     from peft import prepare_model_for_kbit_training
     from transformers import LlamaForCausalLM
 
-    prepared = prepare_model_for_kbit_training(load_4bit(llama_dir), gradient_checkpointing_kwargs={"use_reentrant": True})
+    prepared = prepare_model_for_kbit_training(load_4bit(llama_dir),
+                                               gradient_checkpointing_kwargs={"use_reentrant": True})
     grads = lora_b_grads(get_peft_model(prepared, lora()))
     assert len(grads) == 4 and all(g > 0 for g in grads)
 

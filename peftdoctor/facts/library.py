@@ -297,9 +297,8 @@ def reentrant_of(kwargs: Values | None, star_kwargs: bool):
 def _input_grads_at_wrap(base: Values) -> bool:
     """peft's PeftModel enables input grads for a base that is already checkpointed, unless it is quantized;
     prepare_model_for_kbit_training does it for a k-bit base."""
-    return bool(base) and all(
-        b.get("input_grads") or b.get("kbit_prepared") or (b.get("checkpointing") is not None and not b.get("quantized"))
-        for b in base)
+    return bool(base) and all(b.get("input_grads") or b.get("kbit_prepared")
+                              or (b.get("checkpointing") is not None and not b.get("quantized")) for b in base)
 
 
 def _enable_input_grads(interp, env, model: Value) -> None:

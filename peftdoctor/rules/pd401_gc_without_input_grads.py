@@ -70,7 +70,7 @@ def _consequence(facts, ctx, model, reentrant) -> tuple[str, str] | None:
     why = without_input_grads(version, name, reentrant)
     if why is None:
         return None
-    how = "use_reentrant=True" if reentrant is True else "reentrant, the default before transformers 5.0"
+    how = "reentrant (use_reentrant=True)" if reentrant is True else "reentrant, the default before transformers 5.0"
     if why == "not an input_ids model":
         what = (f"checkpointing is {how} and {name}'s main input is not input_ids, so transformers makes no "
                 "input require grad: the LoRA layers inside the checkpointed blocks get no gradient and never "

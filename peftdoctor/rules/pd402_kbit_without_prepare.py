@@ -42,10 +42,11 @@ def check(facts, ctx):
             node, _ = local_anchor(facts, event.node)
             if node is None:
                 continue
-            how = "use_reentrant=True" if reentrant is True else "reentrant, the default before transformers 5.0"
+            how = "reentrant (use_reentrant=True)" if reentrant is True else \
+                "reentrant, the default before transformers 5.0"
             yield finding(
                 facts, node, CODE,
-                f"a k-bit {bases[0].get('class_name')} with gradient checkpointing ({how}) is wrapped without "
+                f"a k-bit {bases[0].get('class_name')} with gradient checkpointing, {how}, is wrapped without "
                 "prepare_model_for_kbit_training: peft enables input grads for a checkpointed base only when it is "
                 "not quantized, so the LoRA layers inside the checkpointed blocks get no gradient (measured: "
                 "'element 0 of tensors does not require grad' at the first backward of a 4-bit Llama)",

@@ -55,7 +55,7 @@ def check(facts, ctx):
         yield finding(
             facts, node, CODE,
             f"{built} is made from the model's parameters before the adapter is added "
-            f"({facts.code_of(wrap.func)} at {facts.where(wrap)}) and then steps the training "
+            f"({facts.code_of(wrap.func)}(...) at {facts.where(wrap)}) and then drives the training "
             f"(at {facts.where(use)}): it holds only the base weights, which the wrap freezes, and none of the "
             "LoRA weights, so no weight changes (measured: 0 of 4 lora_B tensors move)",
             "build the optimizer after get_peft_model / from_pretrained(..., is_trainable=True), from the "
