@@ -25,6 +25,7 @@ from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted, import_bindings
 from peftdoctor.facts.values import (
     PARAM,
+    PARAMS,
     BASE_MODEL,
     CLASS,
     CONST,
@@ -410,6 +411,8 @@ class Interpreter(LocalCalls):
             return self._eval_sequence(node, env)
         if isinstance(node, cst.Dict):
             return self._eval_dict(node, env)
+        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
+            return self._eval_comprehension(node, env)
         if isinstance(node, cst.UnaryOperation):
             inner = self.eval(node.expression, env)
             if isinstance(node.operator, cst.Not):
@@ -435,6 +438,12 @@ class Interpreter(LocalCalls):
                     self.eval(child, env)
             return unknown()
         return unknown()
+
+    def _eval_comprehension(self, node, env: Env) -> Values:
+        """`[p for p in model.parameters() if p.requires_grad]`: a selection of the model's parameters,
+        so an optimizer built from it knows its model."""
+        selected = tuple(v for v in self.eval(node.for_in.iter, env) if v.kind == PARAMS)
+        return selected or unknown()
 
     def _resolve_locals(self, values: Values) -> Values:
         """A name imported from the project's own module stands for what that module bound."""

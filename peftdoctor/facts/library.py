@@ -98,6 +98,7 @@ RELEVANT_IN_DEFINITIONS = (
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
+    "checkpointing_enable", "enable_input_require_grads",
 )
 
 
@@ -237,6 +238,7 @@ def _models_in_params(interp, event, env) -> Values:
 def _peft_call(interp, event, env, parts) -> Values:
     last = parts[-1]
     if last == "get_peft_model":
+        _stale_optimizers(interp, env, event.arg(0, "model"), event.node)
         return (_wrap(event, event.arg(0, "model"), event.arg(1, "peft_config"), "get_peft_model"),)
     if len(parts) >= 3 and last == "from_pretrained":
         cls = parts[-2]
@@ -246,9 +248,11 @@ def _peft_call(interp, event, env, parts) -> Values:
                           autocast=_flag(event, "autocast_adapter_dtype")),)
         if cls.startswith("PeftModel") or cls == "PeftMixedModel":
             base = event.arg(0, "model") or ()
+            if _trainable(event) is not False:
+                _stale_optimizers(interp, env, base, event.node)
             return (Value(PEFT_MODEL, event.node, via="from_pretrained", base=base, config=(),
                           trainable=_trainable(event), dtype=_common(base, "dtype"), casted=_base_casted(base),
-                          autocast=_flag(event, "autocast_adapter_dtype")),)
+                          autocast=_flag(event, "autocast_adapter_dtype"), input_grads=_input_grads_at_wrap(base)),)
         if cls.endswith("Config"):
             return (Value(PEFT_CONFIG, event.node, known=False),)
     if last.endswith("Config") and last[:1].isupper() and len(parts) == 2:
@@ -261,6 +265,80 @@ def _peft_call(interp, event, env, parts) -> Values:
     if last == "cast_mixed_precision_params":
         return _mark_models(interp, env, event.arg(0, "model"), casted=True)
     return unknown()
+
+
+# Model methods that turn on gradient checkpointing, with the keyword of their kwargs dict.
+CHECKPOINTING_METHODS = {"gradient_checkpointing_enable": "gradient_checkpointing_kwargs",
+                         "activation_checkpointing_enable": "activation_checkpointing_kwargs"}
+# Calls that make the embedding output require grad, so reentrant checkpointing passes gradients on.
+INPUT_GRAD_METHODS = ("enable_input_require_grads", "prepare_model_for_gradient_checkpointing")
+# Words of model classes whose main input is not `input_ids` (pixel_values, input_features, input_values):
+# transformers >= 5.0 enables input grads itself only for `input_ids` models.
+NON_TEXT_INPUT_MODELS = (
+    "ForImageClassification", "ForAudioClassification", "ForAudioFrameClassification", "ForCTC", "ForXVector",
+    "ForSpeechSeq2Seq", "ForObjectDetection", "ForSemanticSegmentation", "ForUniversalSegmentation",
+    "ForDepthEstimation", "ForMaskedImageModeling", "ForImageSegmentation", "VisionEncoderDecoder", "ViT",
+    "Deit", "DeiT", "Beit", "BEiT", "Swin", "ConvNext", "Dinov2", "ResNet", "Segformer", "Whisper", "Wav2Vec2",
+    "Hubert", "WavLM", "CLIPVision", "SiglipVision",
+)
+REENTRANT_DEFAULT = "default"  # a checkpointing call or argument that leaves use_reentrant to the library
+
+
+def _checkpointing_flag(event):
+    """TrainingArguments(gradient_checkpointing=...) or its transformers 5 name, activation_checkpointing."""
+    for keyword in ("gradient_checkpointing", "activation_checkpointing"):
+        if keyword in event.kwargs:
+            return const_value(event.kwargs[keyword], None)
+    return None if event.star_kwargs else False
+
+
+def reentrant_of(kwargs: Values | None, star_kwargs: bool):
+    """use_reentrant from a checkpointing kwargs dict: True / False, REENTRANT_DEFAULT when left to the library,
+    None when not known here."""
+    if kwargs is None:
+        return None if star_kwargs else REENTRANT_DEFAULT
+    literal = const_value(kwargs, MISSING)
+    if literal is None:
+        return REENTRANT_DEFAULT
+    if isinstance(literal, dict):
+        flag = literal.get("use_reentrant", REENTRANT_DEFAULT)
+        return flag if flag in (True, False, REENTRANT_DEFAULT) else None
+    return None
+
+
+def _input_grads_at_wrap(base: Values) -> bool:
+    """peft's PeftModel enables input grads for a base that is already checkpointed, unless it is quantized;
+    prepare_model_for_kbit_training does it for a k-bit base."""
+    return bool(base) and all(b.get("input_grads") or b.get("kbit_prepared")
+                              or (b.get("checkpointing") is not None and not b.get("quantized")) for b in base)
+
+
+def _enable_input_grads(interp, env, model: Value) -> None:
+    """`enable_input_require_grads()` on a model: every PeftModel wrapping it sees it too."""
+    interp.mutate(env, model, model.derive(input_grads=True))
+    if model.kind == BASE_MODEL:
+        for values in list(_all_names(env)):
+            for value in values:
+                if value.kind == PEFT_MODEL and not value.get("input_grads") and any(
+                        b.node is model.node for b in value.get("base") or ()):
+                    interp.mutate(env, value, value.derive(input_grads=True))
+
+
+def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
+    """An optimizer built from the base's parameters before this wrap holds none of the adapter's
+    new parameters: on this path it is marked `wrapped_after` the wrap."""
+    wrapped = {id(b.node) for b in base or () if b.kind == BASE_MODEL}
+    for key, values in list(env.names.items()):  # `self.optimizer` made by an earlier method of this instance
+        for value in values:
+            if value.kind == SELF and "." not in key:
+                for attr, held in (value.get("state") or {}).items():
+                    if any(v.kind == OPTIMIZER for v in held):
+                        env.names.setdefault(f"{key}.{attr}", held)
+    for values in list(_all_names(env)):
+        for value in values:
+            if value.kind == OPTIMIZER and value.get("wrapped_after") is None and any(
+                    model.kind == BASE_MODEL and id(model.node) in wrapped for model in value.get("models") or ()):
+                interp.mutate(env, value, value.derive(wrapped_after=wrap_node))
 
 
 def _prepare_for_kbit(interp, env, event) -> Values:
@@ -307,7 +385,7 @@ def _wrap(event, base: Values | None, config: Values | None, via: str) -> Value:
     return Value(PEFT_MODEL, event.node, via=via, base=base, config=config, trainable=trainable,
                  frozen_by=config[0].node if trainable is False else None, frozen_how="inference_mode",
                  dtype=_common(base, "dtype"), casted=_base_casted(base),
-                 autocast=_flag(event, "autocast_adapter_dtype"))
+                 autocast=_flag(event, "autocast_adapter_dtype"), input_grads=_input_grads_at_wrap(base))
 
 
 def _base_casted(base: Values) -> bool:
@@ -338,7 +416,11 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     if cls == "HfArgumentParser" and cls == last:
         return (Value(ARG_PARSER, event.node, items=list(event.arg(0, "dataclass_types") or ())),)
     if cls == last and (cls.endswith("TrainingArguments") or (parts[0] == "trl" and cls.endswith("Config"))):
-        return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16")),)
+        return (Value(TRAINING_ARGS, event.node, fp16=_flag(event, "fp16"), bf16=_flag(event, "bf16"),
+                      checkpointing=_checkpointing_flag(event),
+                      reentrant=reentrant_of(event.kwargs.get("gradient_checkpointing_kwargs")
+                                           or event.kwargs.get("activation_checkpointing_kwargs"),
+                                           event.star_kwargs)),)
     if "Tokenizer" in cls or "Processor" in cls:
         extra = event.kwargs.get("additional_special_tokens")
         added = extra is not None and const_value(extra, None) not in ([], (), None)
@@ -380,7 +462,7 @@ def _trainer(interp, event, cls: str) -> Value:
     if peft_config is not None and model and all(v.kind == BASE_MODEL for v in model):
         trained = (_wrap(event, model, peft_config, "trainer"),)
     return Value(TRAINER, event.node, class_name=cls, model=model, trained=trained, args=args,
-                 peft_config=peft_config)
+                 peft_config=peft_config, library=event.name.split(".")[0])
 
 
 def _getattr_of_library(event) -> Values:
@@ -456,6 +538,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
                 return event.args[0]
             return (Value(TUPLE, event.node, items=list(event.args)),)
         return unknown()  # accelerator.backward() is marked in call_method
+    if kind == OPTIMIZER and method == "add_param_group" and value.get("wrapped_after") is not None:
+        interp.mutate(env, value, value.derive(wrapped_after=None))  # the adapter's parameters may be added
     return unknown()
 
 
@@ -518,6 +602,11 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         new = value.derive(unfrozen=True, inactive_load=None)
     elif method == "load_adapter" and value.kind == PEFT_MODEL and _flag(event, "is_trainable") is True:
         new = value.derive(unfrozen=True, inactive_load=_second_adapter(event, value) or value.get("inactive_load"))
+    elif method in CHECKPOINTING_METHODS:
+        new = value.derive(checkpointing=reentrant_of(event.arg(0, CHECKPOINTING_METHODS[method]), event.star_kwargs))
+    elif method in INPUT_GRAD_METHODS:
+        _enable_input_grads(interp, env, value)
+        return (value,)
     if new is not None:
         _change_held(interp, env, value, new, event.node.func.value)
         return (new,)
@@ -565,6 +654,8 @@ def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
     """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter."""
     if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
+    if owner.kind == TRAINING_ARGS and "checkpointing" in attr:  # set after construction: read as unknown
+        interp.mutate(env, owner, owner.derive(checkpointing=None, reentrant=None))
 
 
 def _all_names(env):

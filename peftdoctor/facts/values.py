@@ -49,6 +49,10 @@ FIELDS = frozenset({
     # configs, tokenizers, training
     "known", "peft_class", "alternatives", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
     "peft_config", "mixed_precision", "models",
+    # optimizers
+    "wrapped_after",
+    # gradient checkpointing
+    "checkpointing", "input_grads", "reentrant", "library",
 })
 
 

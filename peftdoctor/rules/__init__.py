@@ -16,9 +16,13 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd103_frozen_resume,
     pd105_adapter_not_active,
     pd201_fp16_trainables,
+    pd202_fp16_adam_eps,
     pd301_head_not_saved,
     pd302_new_tokens,
     pd305_merge_result_discarded,
     pd306_merged_without_tokenizer,
+    pd401_gc_without_input_grads,
+    pd402_kbit_without_prepare,
+    pd403_optimizer_before_wrap,
     pd502_merge_into_tied_embeddings,
 )

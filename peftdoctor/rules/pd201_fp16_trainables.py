@@ -9,7 +9,7 @@ from peftdoctor.rules.training import training_uses
 CODE = "PD201"
 
 
-def _fp16_trainable_reasons(value, peft_version) -> list[str]:
+def fp16_trainable_reasons(value, peft_version) -> list[str]:
     """Why this fp16 PeftModel really has fp16 trainable weights (empty: peft upcasts them)."""
     reasons = []
     if value.get("halved_at") is not None:
@@ -39,7 +39,7 @@ def check(facts, ctx):
             continue
         peft_version = ctx.version("peft", facts)
         for value in use.models:
-            reasons = _fp16_trainable_reasons(value, peft_version)
+            reasons = fp16_trainable_reasons(value, peft_version)
             if not reasons:
                 continue
             node, _ = local_anchor(facts, value.get("halved_at") or value.node)
