@@ -466,7 +466,7 @@ class Interpreter(LocalCalls):
             elif value.kind == SELF and value.get("cls") is not None:
                 results.append(self.read_field(value, attr) or unknown())
             else:
-                results.append((library.attribute_of(value, attr) or UNKNOWN_VALUE,))
+                results.append((library.attribute_of(value, attr, node) or UNKNOWN_VALUE,))
         return union(*results)
 
     def _eval_sequence(self, node, env: Env) -> Values:

@@ -24,6 +24,7 @@ from peftdoctor.facts.values import (
     PEFT_MODEL,
     REF,
     SELF,
+    SPECIAL_TOKEN,
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
@@ -86,6 +87,7 @@ RELEVANT_IN_DEFINITIONS = (
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit",
+    "pad_token", "DataCollator",
 )
 
 
@@ -418,7 +420,9 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
                                                 for v in _dataclass_types(value)]),)
     if kind == TOKENIZER:
         if method == "add_tokens" or (method == "add_special_tokens" and _adds_special_tokens(event)):
-            interp.mutate(env, value, value.derive(added=True, added_at=event.node))
+            value = _replace(interp, env, value, value.derive(added=True, added_at=event.node))
+        if method == "add_special_tokens":
+            _set_pad_token(interp, env, value, _special_token_given(event, "pad_token"), event.node)
         return unknown()
     if kind == ACCELERATOR:
         if method == "prepare":
@@ -501,9 +505,53 @@ def _tokens_added(interp, event, env) -> bool:
 
 
 def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
-    """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter."""
+    """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter.
+    `tokenizer.pad_token = tokenizer.eos_token`: the tokenizer pads with its eos token."""
     if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
+    if owner.kind == TOKENIZER and attr in ("pad_token", "pad_token_id"):
+        _set_pad_token(interp, env, owner, values, None)
+
+
+def _replace(interp, env, old: Value, new: Value) -> Value:
+    interp.mutate(env, old, new)
+    return new
+
+
+def _special_token_given(event, key: str) -> Values:
+    """The value given for `key` in `add_special_tokens({...})`: a literal, or what the dict's entry holds."""
+    tokens = const_value(event.arg(0, "special_tokens_dict"), None)
+    if not isinstance(tokens, dict) or key not in tokens:
+        return ()
+    if tokens[key] is not MISSING:
+        return (Value(CONST, value=tokens[key]),)
+    for element in getattr(event.node.args[0].value, "elements", ()) if event.node.args else ():
+        if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString) and \
+                element.key.evaluated_value == key and isinstance(element.value, cst.Attribute):
+            return (Value(SPECIAL_TOKEN, element.value, name=_special_name(element.value.attr.value)),)
+    return unknown()
+
+
+def _set_pad_token(interp, env, tokenizer: Value, values: Values, node) -> None:
+    """The pad token is now the eos token (True), another token (False), or not known here (None)."""
+    if not values:
+        return
+    if all(v.kind == SPECIAL_TOKEN and v.get("name") == "eos" for v in values):
+        pad_is_eos = True
+    elif all(v.kind == CONST or (v.kind == SPECIAL_TOKEN and v.get("name") != "eos") for v in values):
+        pad_is_eos = False
+    else:
+        pad_is_eos = None
+    where = values[0].node if pad_is_eos else None
+    interp.mutate(env, tokenizer, tokenizer.derive(pad_is_eos=pad_is_eos, pad_set_at=where or node))
+
+
+SPECIAL_TOKEN_ATTRIBUTES = ("eos_token", "eos_token_id", "unk_token", "unk_token_id", "bos_token", "bos_token_id")
+
+
+def _special_name(attr: str) -> str:
+    """'eos_token_id' -> 'eos'."""
+    return attr.split("_")[0]
 
 
 def _all_names(env):
@@ -512,7 +560,9 @@ def _all_names(env):
         env = env.parent
 
 
-def attribute_of(value: Value, attr: str) -> Value | None:
+def attribute_of(value: Value, attr: str, node: cst.CSTNode | None = None) -> Value | None:
+    if value.kind == TOKENIZER and attr in SPECIAL_TOKEN_ATTRIBUTES:
+        return Value(SPECIAL_TOKEN, node, name=_special_name(attr), tokenizer=value)
     if value.kind == PEFT_MODEL and attr == "base_model":
         return Value(TUNER, value.node, peft=value, maybe=value.get("maybe"))
     if value.kind == TUNER and attr == "model":
@@ -580,3 +630,34 @@ def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env)
         new = model.derive(**changes)
         interp.mutate(env, model, new)
         body_env.replace(model, new)
+
+
+# ------------------------------------------------------------ label masking
+# Collators that set the label to -100 wherever input_ids == tokenizer.pad_token_id (so an eos used as pad
+# is never a target), with their `mlm` default: transformers' LM collator masks tokens for MLM unless mlm=False.
+PAD_MASKING_COLLATORS = {
+    "transformers.DataCollatorForLanguageModeling": True,
+    "transformers.data.DataCollatorForLanguageModeling": True,
+    "transformers.data.data_collator.DataCollatorForLanguageModeling": True,
+    # trl < 0.20: a subclass of the above whose torch_call starts from super().torch_call()
+    "trl.DataCollatorForCompletionOnlyLM": False,
+    "trl.trainer.DataCollatorForCompletionOnlyLM": False,
+    "trl.trainer.utils.DataCollatorForCompletionOnlyLM": False,
+}
+# Checkpoint families whose tokenizer has no pad token: an `if tokenizer.pad_token is None:` fallback to
+# eos runs for them.
+NO_PAD_TOKEN_CHECKPOINTS = ("gpt2", "gpt-neo", "gpt-j", "llama", "mistral", "mixtral", "falcon", "pythia")
+
+
+def sft_default_collator_masks_pad(trl, packing) -> bool | None:
+    """Whether SFTTrainer without data_collator masks every pad-id label (trl's sources): trl < 0.15 uses
+    transformers' DataCollatorForLanguageModeling(mlm=False) when packing is off (packed examples keep
+    their labels), 0.15.0-0.16.0 always, and >= 0.16.1 its own collator, which masks padding by position.
+    `trl` is the project's ProjectVersion; None when `packing` is not literal and decides it."""
+    if trl.at_least(0, 16, 1):
+        return False
+    if trl.at_least(0, 15):
+        return True
+    if packing is MISSING or packing is False:
+        return True
+    return False if packing is True else None

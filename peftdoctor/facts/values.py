@@ -33,6 +33,7 @@ LOCAL = "local"  # a module of the checked project (name None) or a name in it: 
 ARG_PARSER = "arg_parser"  # transformers.HfArgumentParser: attrs["items"], the dataclass types
 VOCAB = "vocab"  # len(tokenizer): attrs["tokenizer"], so a resize to it knows whether tokens were added
 TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
+SPECIAL_TOKEN = "special_token"  # tokenizer.eos_token / eos_token_id: attrs["name"] ("eos", "unk", ...)
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
@@ -49,6 +50,8 @@ FIELDS = frozenset({
     # configs, tokenizers, training
     "known", "peft_class", "alternatives", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
     "peft_config", "mixed_precision", "models",
+    # tokenizers: the pad token is the eos token (True/False/None = unknown), where that was set
+    "pad_is_eos", "pad_set_at",
 })
 
 

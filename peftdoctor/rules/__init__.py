@@ -17,4 +17,5 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd201_fp16_trainables,
     pd301_head_not_saved,
     pd302_new_tokens,
+    pd404_eos_never_learned,
 )
