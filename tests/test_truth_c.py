@@ -15,9 +15,9 @@ pytest.importorskip("peft")
 sys.path.insert(0, os.path.dirname(__file__))
 
 from peft import get_peft_model  # noqa: E402
-from tiny import tiny_llama  # noqa: E402
-from transformers import DataCollatorForLanguageModeling  # noqa: E402
-from truth_helpers import lora, tiny_tokenizer  # noqa: E402
+from tiny import VOCAB, tiny_llama, tiny_llama_classifier  # noqa: E402
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments  # noqa: E402
+from truth_helpers import LMDataset, lora, make_nontrivial, token_batch, tiny_tokenizer  # noqa: E402
 
 EOS_ROWS = ["w3 w4 w5 w6 <eos>", "w7 w8 <eos>"]  # two examples of different length, each ending in eos
 
@@ -80,3 +80,56 @@ def _eos_probability_after_training(tokenizer) -> float:
 def test_pd404_model_never_learns_to_stop():
     assert _eos_probability_after_training(_pad_is_eos_tokenizer()) < 1e-3  # measured: 1.1e-6
     assert _eos_probability_after_training(tiny_tokenizer()) > 0.99  # measured: 0.99996
+
+
+def _dropout_adapter():
+    """get_peft_model on a base put in eval mode, lora_dropout=0.5, lora_B made non-zero (as after training)."""
+    model = get_peft_model(tiny_llama().eval(), lora(lora_dropout=0.5))
+    make_nontrivial(model)
+    return model
+
+
+def _greedy_twice(model) -> tuple:
+    ids = token_batch(length=6)[:1]
+    torch.manual_seed(0)
+    return tuple(model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0) for _ in range(2))
+
+
+def test_pd405_get_peft_model_returns_train_mode_and_generate_is_random():
+    model = _dropout_adapter()
+    assert model.training  # the base was eval(); peft puts the wrapped model in train mode
+    first, second = _greedy_twice(model)
+    assert not torch.equal(first, second)  # greedy decoding, same input: different tokens
+
+
+def test_pd405_control_eval_makes_generate_deterministic():
+    model = _dropout_adapter().eval()
+    first, second = _greedy_twice(model)
+    assert torch.equal(first, second)
+
+
+def test_pd405_trainer_train_leaves_train_mode_evaluate_leaves_eval(tmp_path):
+    model = _dropout_adapter()
+    args = TrainingArguments(str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True)
+    trainer = Trainer(model=model, args=args, train_dataset=LMDataset(), eval_dataset=LMDataset())
+    model.eval()
+    trainer.train()
+    assert model.training
+    trainer.evaluate()
+    assert not model.training
+
+
+def test_pd407_seq_cls_on_causal_lm_has_no_head_and_fails_on_class_labels():
+    model = get_peft_model(tiny_llama(), lora(task_type="SEQ_CLS"))
+    ids = token_batch(length=6)
+    assert [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n] == []
+    assert tuple(model(input_ids=ids).logits.shape) == (2, 6, VOCAB)  # vocabulary scores, not 3 classes
+    with pytest.raises(ValueError, match="Expected input batch_size"):
+        model(input_ids=ids, labels=torch.tensor([0, 2]))
+
+
+def test_pd407_control_seq_cls_on_classifier_trains_its_head():
+    model = get_peft_model(tiny_llama_classifier(num_labels=3), lora(task_type="SEQ_CLS"))
+    out = model(input_ids=token_batch(length=6), labels=torch.tensor([0, 2]))
+    assert tuple(out.logits.shape) == (2, 3) and out.loss is not None
+    assert any("score" in n for n, p in model.named_parameters() if p.requires_grad)

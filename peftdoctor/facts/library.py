@@ -72,6 +72,8 @@ GRAD_SCALERS = {
     "torch.amp.grad_scaler.GradScaler",
 }
 PASS_THROUGH_BUILTINS = {"list", "tuple", "enumerate", "filter", "sorted", "iter", "set"}
+# What Trainer methods leave the model in: train() ends in train mode, evaluate()/predict() in eval mode.
+TRAINER_MODES = {"train": True, "evaluate": False, "predict": False}
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
 
 
@@ -87,7 +89,7 @@ RELEVANT_IN_DEFINITIONS = (
     "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit",
-    "pad_token", "DataCollator",
+    "pad_token", "DataCollator", ".generate(", ".eval()", ".evaluate(",
 )
 
 
@@ -295,6 +297,7 @@ def _wrap(event, base: Values | None, config: Values | None, via: str) -> Value:
     elif inference and all(flag in (False, MISSING) for flag in inference):
         trainable = True
     return Value(PEFT_MODEL, event.node, via=via, base=base, config=config, trainable=trainable,
+                 training=True, mode_at=event.node,  # peft leaves the model in train mode, even on an eval() base
                  frozen_by=config[0].node if trainable is False else None, frozen_how="inference_mode",
                  dtype=_common(base, "dtype"), casted=_base_casted(base),
                  autocast=_flag(event, "autocast_adapter_dtype"))
@@ -424,6 +427,12 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         if method == "add_special_tokens":
             _set_pad_token(interp, env, value, _special_token_given(event, "pad_token"), event.node)
         return unknown()
+    if kind == TRAINER and method in TRAINER_MODES:
+        models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method],
+                              mode_at=event.node)
+        trained = models if value.get("trained") is value.get("model") else value.get("trained")
+        interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed
+        return unknown()
     if kind == ACCELERATOR:
         if method == "prepare":
             if len(event.args) == 1:
@@ -488,6 +497,10 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
     elif method == "set_adapter" and value.kind == PEFT_MODEL:
         new = value.derive(unfrozen=True)
+    elif method in ("eval", "train"):
+        mode = method == "train" and (const_value(event.arg(0, "mode"), None) if event.args or event.kwargs else True)
+        if value.get("training") != mode:
+            new = value.derive(training=mode, mode_at=event.node)
     if new is not None:
         interp.mutate(env, value, new)
         return (new,)
@@ -661,3 +674,12 @@ def sft_default_collator_masks_pad(trl, packing) -> bool | None:
     if packing is MISSING or packing is False:
         return True
     return False if packing is True else None
+
+
+# Model classes with a language-modelling head over the vocabulary (decoder-only): a SEQ_CLS/TOKEN_CLS/
+# QUESTION_ANS peft task on them finds no classification head to train.
+CAUSAL_LM_CLASS_ENDINGS = ("ForCausalLM", "LMHeadModel")
+
+
+def is_causal_lm_class(class_name: str | None) -> bool:
+    return bool(class_name) and class_name.endswith(CAUSAL_LM_CLASS_ENDINGS)

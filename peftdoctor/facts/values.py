@@ -52,6 +52,8 @@ FIELDS = frozenset({
     "peft_config", "mixed_precision", "models",
     # tokenizers: the pad token is the eos token (True/False/None = unknown), where that was set
     "pad_is_eos", "pad_set_at",
+    # models: in train mode (True/False/None = unknown), and the call that put it there
+    "training", "mode_at",
 })
 
 

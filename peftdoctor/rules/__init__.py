@@ -18,4 +18,6 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd301_head_not_saved,
     pd302_new_tokens,
     pd404_eos_never_learned,
+    pd405_dropout_at_inference,
+    pd407_task_type_mismatch,
 )
