@@ -133,3 +133,31 @@ def test_pd407_control_seq_cls_on_classifier_trains_its_head():
     out = model(input_ids=token_batch(length=6), labels=torch.tensor([0, 2]))
     assert tuple(out.logits.shape) == (2, 3) and out.loss is not None
     assert any("score" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+PROMPTS = ["w5 w9 w17 w33 w40 w41", "w7 w8"]  # a long and a short prompt in one batch
+
+
+def _greedy_batch(side: str):
+    """Greedy continuations of PROMPTS generated as one padded batch, and of each prompt alone."""
+    tokenizer = tiny_tokenizer()
+    model = get_peft_model(tiny_llama(), lora())
+    make_nontrivial(model)
+    model.eval()
+    tokenizer.padding_side = side
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    together = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    alone = [model.generate(**tokenizer([p], return_tensors="pt"), max_new_tokens=6, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id)[0, -6:].tolist() for p in PROMPTS]
+    return together[:, -6:].tolist(), alone
+
+
+def test_pd406_right_padding_changes_the_short_prompts_output():
+    together, alone = _greedy_batch("right")
+    assert together[0] == alone[0]  # the longest prompt has no padding
+    assert together[1] != alone[1]  # the short one continues after its pad tokens
+
+
+def test_pd406_control_left_padding_matches_unbatched():
+    together, alone = _greedy_batch("left")
+    assert together == alone

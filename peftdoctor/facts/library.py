@@ -15,6 +15,7 @@ from peftdoctor.facts.values import (
     BASE_MODEL,
     CLASS,
     CONST,
+    ENCODING,
     GRAD_SCALER,
     MISSING,
     OPTIMIZER,
@@ -336,7 +337,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         extra = event.kwargs.get("additional_special_tokens")
         added = extra is not None and const_value(extra, None) not in ([], (), None)
         return (Value(TOKENIZER, event.node, added=added, added_at=event.node if added else None,
-                      source=event.arg(0, "pretrained_model_name_or_path")),)
+                      source=event.arg(0, "pretrained_model_name_or_path"),
+                      padding_side=const_value(event.kwargs.get("padding_side"), None)),)
     if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
         return None
     if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
@@ -427,6 +429,11 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         if method == "add_special_tokens":
             _set_pad_token(interp, env, value, _special_token_given(event, "pad_token"), event.node)
         return unknown()
+    if kind == ENCODING and method == "to":
+        return (value,)
+    if kind == SELF and value.get("cls") is not None:  # `self.tokenizer(...)`: a call of what the field holds
+        held = interp.read_field(value, method) or ()
+        return union(*(call_value(interp, v, event) for v in held)) if held else unknown()
     if kind == TRAINER and method in TRAINER_MODES:
         models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method],
                               mode_at=event.node)
@@ -524,6 +531,8 @@ def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
     if owner.kind == TOKENIZER and attr in ("pad_token", "pad_token_id"):
         _set_pad_token(interp, env, owner, values, None)
+    if owner.kind == TOKENIZER and attr == "padding_side":
+        interp.mutate(env, owner, owner.derive(padding_side=const_value(values, None)))
 
 
 def _replace(interp, env, old: Value, new: Value) -> Value:
@@ -574,6 +583,8 @@ def _all_names(env):
 
 
 def attribute_of(value: Value, attr: str, node: cst.CSTNode | None = None) -> Value | None:
+    if value.kind == ENCODING and attr in ENCODING_FIELDS:
+        return value
     if value.kind == TOKENIZER and attr in SPECIAL_TOKEN_ATTRIBUTES:
         return Value(SPECIAL_TOKEN, node, name=_special_name(attr), tokenizer=value)
     if value.kind == PEFT_MODEL and attr == "base_model":
@@ -683,3 +694,26 @@ CAUSAL_LM_CLASS_ENDINGS = ("ForCausalLM", "LMHeadModel")
 
 def is_causal_lm_class(class_name: str | None) -> bool:
     return bool(class_name) and class_name.endswith(CAUSAL_LM_CLASS_ENDINGS)
+
+
+# ------------------------------------------------------------------ encodings
+ENCODING_FIELDS = ("input_ids", "attention_mask")
+PADDING_ON = (True, "longest", "max_length")  # tokenizer(..., padding=...) values that pad
+
+
+def call_value(interp, value: Value, event) -> Values:
+    """A call of a library object: `tokenizer(prompts, padding=True)` is an encoding that remembers how it
+    was padded (a `padding_side=` of the call wins over the tokenizer's)."""
+    if value.kind != TOKENIZER:
+        return unknown()
+    padding = const_value(event.kwargs.get("padding"), MISSING) if "padding" in event.kwargs else False
+    side = const_value(event.kwargs["padding_side"], None) if "padding_side" in event.kwargs \
+        else value.get("padding_side")
+    return (Value(ENCODING, event.node, tokenizer=value, padded=None if padding is MISSING else padding in PADDING_ON,
+                  padding_side=side, maybe=value.get("maybe")),)
+
+
+def item_of(values: Values) -> Values:
+    """`encoding["input_ids"]` is the encoding (its padding is what matters); anything else is not known."""
+    encodings = tuple(v for v in values if v.kind == ENCODING)
+    return encodings if encodings and len(encodings) == len(values) else unknown()

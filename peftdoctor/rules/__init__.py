@@ -19,5 +19,6 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd302_new_tokens,
     pd404_eos_never_learned,
     pd405_dropout_at_inference,
+    pd406_padding_side,
     pd407_task_type_mismatch,
 )
