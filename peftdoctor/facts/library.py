@@ -437,7 +437,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     if kind == TRAINER and method in TRAINER_MODES:
         models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method],
                               mode_at=event.node)
-        trained = models if value.get("trained") is value.get("model") else value.get("trained")
+        trained = models if value.get("trained") is value.get("model") else _mark_models(
+            interp, env, value.get("trained"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method], mode_at=event.node)
         interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed
         return unknown()
     if kind == ACCELERATOR:
@@ -587,6 +588,9 @@ def attribute_of(value: Value, attr: str, node: cst.CSTNode | None = None) -> Va
         return value
     if value.kind == TOKENIZER and attr in SPECIAL_TOKEN_ATTRIBUTES:
         return Value(SPECIAL_TOKEN, node, name=_special_name(attr), tokenizer=value)
+    if value.kind == TRAINER and attr == "model":  # what the trainer trains: a peft_config= wrap included
+        trained = value.get("trained") or ()
+        return trained[0] if len(trained) == 1 else None
     if value.kind == PEFT_MODEL and attr == "base_model":
         return Value(TUNER, value.node, peft=value, maybe=value.get("maybe"))
     if value.kind == TUNER and attr == "model":
