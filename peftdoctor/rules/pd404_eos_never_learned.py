@@ -19,8 +19,7 @@ SFT_COLLATOR_POSITION = 2  # SFTTrainer(model, args, data_collator, ...) in ever
 
 def _only_when_missing(tokenizer) -> bool:
     """The eos was set as pad under `if tokenizer.pad_token is None:` (or `if not tokenizer.pad_token_id:`)."""
-    return any(not holds and text.rsplit(".", 1)[-1] in ("pad_token", "pad_token_id")
-               for text, holds in tokenizer.get("guard") or ())
+    return any(not holds and "pad_token" in text for text, holds in tokenizer.get("guard") or ())
 
 
 def _has_no_pad_of_its_own(tokenizer) -> bool:
