@@ -119,6 +119,16 @@ def test_pd405_trainer_train_leaves_train_mode_evaluate_leaves_eval(tmp_path):
     assert not model.training
 
 
+@pytest.mark.parametrize("strategy", [{"eval_strategy": "epoch"}, {"eval_strategy": "steps", "eval_steps": 3}])
+def test_pd405_trainer_that_evaluates_ends_train_in_eval_mode(tmp_path, strategy):
+    """Why the rule stays silent for a trainer with an eval_strategy: its train() ends with an evaluation."""
+    model = _dropout_adapter()
+    args = TrainingArguments(str(tmp_path), num_train_epochs=1, per_device_train_batch_size=1, report_to=[],
+                             use_cpu=True, save_strategy="no", **strategy)
+    Trainer(model=model, args=args, train_dataset=LMDataset(), eval_dataset=LMDataset()).train()
+    assert not model.training
+
+
 def test_pd407_seq_cls_on_causal_lm_has_no_head_and_fails_on_class_labels():
     model = get_peft_model(tiny_llama(), lora(task_type="SEQ_CLS"))
     ids = token_batch(length=6)

@@ -1,10 +1,11 @@
 """PD405: generate() on a PeftModel with LoRA dropout that is still in training mode."""
 
-from peftdoctor.facts.values import PEFT_MODEL
+from peftdoctor.facts.values import PEFT_MODEL, TRAINER, TRAINING_ARGS, const_value
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, known_configs
 
 CODE = "PD405"
+EVAL_STRATEGY_KEYWORDS = ("eval_strategy", "evaluation_strategy")  # transformers >= 4.41 / older
 
 
 def _dropout(value) -> float | None:
@@ -26,13 +27,43 @@ def _why_training(facts, value) -> str:
     return f"{call}() at {facts.where(node)} leaves it in train mode"
 
 
+def _made_by(facts, node):
+    return next((event for event in facts.events if event.node is node), None)
+
+
+def _no_evaluation_in_training(facts, train_call) -> bool:
+    """The trainer whose train() set the mode never evaluates while training: Trainer ends an evaluation in
+    eval mode, and with eval_strategy "epoch" or "steps" the last thing train() does is evaluate (measured)."""
+    for trainer in train_call.receiver if train_call is not None else ():
+        if trainer.kind != TRAINER:
+            return False
+        for args in trainer.get("args") or ():
+            made = _made_by(facts, args.node) if args.kind == TRAINING_ARGS else None
+            if made is None or made.star_kwargs:
+                return False
+            for key in EVAL_STRATEGY_KEYWORDS:
+                if key in made.kwargs and const_value(made.kwargs[key], None) not in ("no", "NO"):
+                    return False
+    return True
+
+
+def _trained_then_sampled(facts, value) -> bool:
+    """Train mode that some path really brings here: a wrap or model.train() always; trainer.train() only
+    when it does not evaluate during training."""
+    node = value.get("mode_at")
+    call = _made_by(facts, node) if node is not None else None
+    if call is not None and any(v.kind == TRAINER for v in call.receiver):
+        return _no_evaluation_in_training(facts, call)
+    return True
+
+
 def check(facts, ctx):
     for event in facts.method_calls("generate"):
         for value in event.receiver:
             if value.kind != PEFT_MODEL or value.get("training") is not True or value.get("maybe"):
                 continue
             rate = _dropout(value)
-            if rate is None:
+            if rate is None or not _trained_then_sampled(facts, value):
                 continue
             yield finding(
                 facts, event.node, CODE,
