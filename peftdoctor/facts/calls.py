@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from peftdoctor.facts import library
 from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
@@ -66,7 +67,7 @@ class LocalCalls:
             elif value.kind == CLASS:
                 results.append(self.instantiate(value, event, env))
             else:
-                results.append(unknown())
+                results.append(library.call_value(self, value, event))
         return union(*results)
 
     def call_method_of(self, receiver: Value, method: str, event, env: Env) -> Values | None:

@@ -67,6 +67,7 @@ class CallEvent:
     result: Values
     scope: object  # the FunctionDef (or Module) the call is in
     callees: tuple = ()  # the FunctionDefs of the project the call may run
+    unpacked: tuple = ()  # what `*x` / `**x` arguments hold, one value set each
 
     def arg(self, index: int, keyword: str | None = None) -> Values | None:
         if keyword is not None and keyword in self.kwargs:
@@ -475,7 +476,7 @@ class Interpreter(LocalCalls):
             elif value.kind == SELF and value.get("cls") is not None:
                 results.append(self.read_field(value, attr) or unknown())
             else:
-                results.append((library.attribute_of(value, attr) or UNKNOWN_VALUE,))
+                results.append((library.attribute_of(value, attr, node) or UNKNOWN_VALUE,))
         return union(*results)
 
     def _eval_sequence(self, node, env: Env) -> Values:
@@ -513,7 +514,7 @@ class Interpreter(LocalCalls):
                 items = base[0].get("items")
                 if -len(items) <= index < len(items):
                     return items[index]
-        return unknown()
+        return library.item_of(base)
 
     def eval_call(self, node: cst.Call, env: Env) -> Values:
         func = node.func
@@ -536,12 +537,14 @@ class Interpreter(LocalCalls):
         args: list[Values] = []
         kwargs: dict[str, Values] = {}
         star_kwargs = False
+        unpacked: list[Values] = []
         for arg in node.args:
             values = self.eval(arg.value, env)
             if arg.keyword is not None:
                 kwargs[arg.keyword.value] = values
             elif arg.star:
                 star_kwargs = True
+                unpacked.append(values)
             else:
                 args.append(values)
 
@@ -556,7 +559,7 @@ class Interpreter(LocalCalls):
             if refs and len(refs) == len(callee):
                 name = refs[0].get("qualname")
         event = CallEvent(node, name or f".{method}", method, receiver, args, kwargs, star_kwargs, (),
-                          self._scope)
+                          self._scope, unpacked=tuple(unpacked))
         if self.project is not None:
             self.project.node_paths[id(node)] = self.path
         if name is not None:

@@ -15,6 +15,7 @@ from peftdoctor.facts.values import (
     BASE_MODEL,
     CLASS,
     CONST,
+    ENCODING,
     GRAD_SCALER,
     MISSING,
     OPTIMIZER,
@@ -24,6 +25,7 @@ from peftdoctor.facts.values import (
     PEFT_MODEL,
     REF,
     SELF,
+    SPECIAL_TOKEN,
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
@@ -74,6 +76,9 @@ PASS_THROUGH_BUILTINS = {"list", "tuple", "enumerate", "filter", "sorted", "iter
 # PeftModel methods that strip the LoRA layers out of the wrapped base in place and return that base:
 # the PeftModel wrapper stays, holding no adapter weights any more.
 UNLOADING = ("merge_and_unload", "unload")
+
+# What Trainer methods leave the model in: train() ends in train mode, evaluate()/predict() in eval mode.
+TRAINER_MODES = {"train": True, "evaluate": False, "predict": False}
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
 
 
@@ -99,6 +104,7 @@ RELEVANT_IN_DEFINITIONS = (
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
     "checkpointing_enable", "enable_input_require_grads",
+    "pad_token", "DataCollator", ".generate(", ".eval()", ".evaluate(",
 )
 
 
@@ -383,6 +389,7 @@ def _wrap(event, base: Values | None, config: Values | None, via: str) -> Value:
     elif inference and all(flag in (False, MISSING) for flag in inference):
         trainable = True
     return Value(PEFT_MODEL, event.node, via=via, base=base, config=config, trainable=trainable,
+                 training=True, mode_at=event.node,  # peft leaves the model in train mode, even on an eval() base
                  frozen_by=config[0].node if trainable is False else None, frozen_how="inference_mode",
                  dtype=_common(base, "dtype"), casted=_base_casted(base),
                  autocast=_flag(event, "autocast_adapter_dtype"), input_grads=_input_grads_at_wrap(base))
@@ -425,7 +432,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         extra = event.kwargs.get("additional_special_tokens")
         added = extra is not None and const_value(extra, None) not in ([], (), None)
         return (Value(TOKENIZER, event.node, added=added, added_at=event.node if added else None,
-                      source=event.arg(0, "pretrained_model_name_or_path")),)
+                      source=event.arg(0, "pretrained_model_name_or_path"),
+                      padding_side=const_value(event.kwargs.get("padding_side"), None)),)
     if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
         return None
     if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
@@ -530,7 +538,21 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
                                                 for v in _dataclass_types(value)]),)
     if kind == TOKENIZER:
         if method == "add_tokens" or (method == "add_special_tokens" and _adds_special_tokens(event)):
-            interp.mutate(env, value, value.derive(added=True, added_at=event.node))
+            value = _replace(interp, env, value, value.derive(added=True, added_at=event.node))
+        if method == "add_special_tokens":
+            _set_pad_token(interp, env, value, _special_token_given(event, "pad_token"), event.node)
+        return unknown()
+    if kind == ENCODING and method == "to":
+        return (value,)
+    if kind == SELF and value.get("cls") is not None:  # `self.tokenizer(...)`: a call of what the field holds
+        held = interp.read_field(value, method) or ()
+        return union(*(call_value(interp, v, event) for v in held)) if held else unknown()
+    if kind == TRAINER and method in TRAINER_MODES:
+        models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method],
+                              mode_at=event.node)
+        trained = models if value.get("trained") is value.get("model") else _mark_models(
+            interp, env, value.get("trained"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method], mode_at=event.node)
+        interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed
         return unknown()
     if kind == ACCELERATOR:
         if method == "prepare":
@@ -607,6 +629,10 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
     elif method in INPUT_GRAD_METHODS:
         _enable_input_grads(interp, env, value)
         return (value,)
+    elif method in ("eval", "train"):
+        mode = method == "train" and (const_value(event.arg(0, "mode"), None) if event.args or event.kwargs else True)
+        if value.get("training") != mode:
+            new = value.derive(training=mode, mode_at=event.node)
     if new is not None:
         _change_held(interp, env, value, new, event.node.func.value)
         return (new,)
@@ -651,11 +677,57 @@ def _tokens_added(interp, event, env) -> bool:
 
 
 def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
-    """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter."""
+    """`model.model = get_peft_model(model.model, cfg)`: the outer model now carries that adapter.
+    `tokenizer.pad_token = tokenizer.eos_token`: the tokenizer pads with its eos token."""
     if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
     if owner.kind == TRAINING_ARGS and "checkpointing" in attr:  # set after construction: read as unknown
         interp.mutate(env, owner, owner.derive(checkpointing=None, reentrant=None))
+    if owner.kind == TOKENIZER and attr in ("pad_token", "pad_token_id"):
+        _set_pad_token(interp, env, owner, values, None)
+    if owner.kind == TOKENIZER and attr == "padding_side":
+        interp.mutate(env, owner, owner.derive(padding_side=const_value(values, None)))
+
+
+def _replace(interp, env, old: Value, new: Value) -> Value:
+    interp.mutate(env, old, new)
+    return new
+
+
+def _special_token_given(event, key: str) -> Values:
+    """The value given for `key` in `add_special_tokens({...})`: a literal, or what the dict's entry holds."""
+    tokens = const_value(event.arg(0, "special_tokens_dict"), None)
+    if not isinstance(tokens, dict) or key not in tokens:
+        return ()
+    if tokens[key] is not MISSING:
+        return (Value(CONST, value=tokens[key]),)
+    for element in getattr(event.node.args[0].value, "elements", ()) if event.node.args else ():
+        if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString) and \
+                element.key.evaluated_value == key and isinstance(element.value, cst.Attribute):
+            return (Value(SPECIAL_TOKEN, element.value, name=_special_name(element.value.attr.value)),)
+    return unknown()
+
+
+def _set_pad_token(interp, env, tokenizer: Value, values: Values, node) -> None:
+    """The pad token is now the eos token (True), another token (False), or not known here (None)."""
+    if not values:
+        return
+    if all(v.kind == SPECIAL_TOKEN and v.get("name") == "eos" for v in values):
+        pad_is_eos = True
+    elif all(v.kind == CONST or (v.kind == SPECIAL_TOKEN and v.get("name") != "eos") for v in values):
+        pad_is_eos = False
+    else:
+        pad_is_eos = None
+    where = values[0].node if pad_is_eos else None
+    interp.mutate(env, tokenizer, tokenizer.derive(pad_is_eos=pad_is_eos, pad_set_at=where or node))
+
+
+SPECIAL_TOKEN_ATTRIBUTES = ("eos_token", "eos_token_id", "unk_token", "unk_token_id", "bos_token", "bos_token_id")
+
+
+def _special_name(attr: str) -> str:
+    """'eos_token_id' -> 'eos'."""
+    return attr.split("_")[0]
 
 
 def _all_names(env):
@@ -664,7 +736,14 @@ def _all_names(env):
         env = env.parent
 
 
-def attribute_of(value: Value, attr: str) -> Value | None:
+def attribute_of(value: Value, attr: str, node: cst.CSTNode | None = None) -> Value | None:
+    if value.kind == ENCODING and attr in ENCODING_FIELDS:
+        return value
+    if value.kind == TOKENIZER and attr in SPECIAL_TOKEN_ATTRIBUTES:
+        return Value(SPECIAL_TOKEN, node, name=_special_name(attr), tokenizer=value)
+    if value.kind == TRAINER and attr == "model":  # what the trainer trains: a peft_config= wrap included
+        trained = value.get("trained") or ()
+        return trained[0] if len(trained) == 1 else None
     if value.kind == PEFT_MODEL and attr == "base_model":
         return Value(TUNER, value.node, peft=value, maybe=value.get("maybe"))
     if value.kind == TUNER and attr == "model":
@@ -732,3 +811,66 @@ def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env)
         new = model.derive(**changes)
         interp.mutate(env, model, new)
         body_env.replace(model, new)
+
+
+# ------------------------------------------------------------ label masking
+# Collators that set the label to -100 wherever input_ids == tokenizer.pad_token_id (so an eos used as pad
+# is never a target), with their `mlm` default: transformers' LM collator masks tokens for MLM unless mlm=False.
+PAD_MASKING_COLLATORS = {
+    "transformers.DataCollatorForLanguageModeling": True,
+    "transformers.data.DataCollatorForLanguageModeling": True,
+    "transformers.data.data_collator.DataCollatorForLanguageModeling": True,
+    # trl < 0.20: a subclass of the above whose torch_call starts from super().torch_call()
+    "trl.DataCollatorForCompletionOnlyLM": False,
+    "trl.trainer.DataCollatorForCompletionOnlyLM": False,
+    "trl.trainer.utils.DataCollatorForCompletionOnlyLM": False,
+}
+# Checkpoint families whose tokenizer has no pad token: an `if tokenizer.pad_token is None:` fallback to
+# eos runs for them.
+NO_PAD_TOKEN_CHECKPOINTS = ("gpt2", "gpt-neo", "gpt-j", "llama", "mistral", "mixtral", "falcon", "pythia")
+
+
+def sft_default_collator_masks_pad(trl, packing) -> bool | None:
+    """Whether SFTTrainer without data_collator masks every pad-id label (trl's sources): trl < 0.15 uses
+    transformers' DataCollatorForLanguageModeling(mlm=False) when packing is off (packed examples keep
+    their labels), 0.15.0-0.16.0 always, and >= 0.16.1 its own collator, which masks padding by position.
+    `trl` is the project's ProjectVersion; None when `packing` is not literal and decides it."""
+    if trl.at_least(0, 16, 1):
+        return False
+    if trl.at_least(0, 15):
+        return True
+    if packing is MISSING or packing is False:
+        return True
+    return False if packing is True else None
+
+
+# Model classes with a language-modelling head over the vocabulary (decoder-only): a SEQ_CLS/TOKEN_CLS/
+# QUESTION_ANS peft task on them finds no classification head to train.
+CAUSAL_LM_CLASS_ENDINGS = ("ForCausalLM", "LMHeadModel")
+
+
+def is_causal_lm_class(class_name: str | None) -> bool:
+    return bool(class_name) and class_name.endswith(CAUSAL_LM_CLASS_ENDINGS)
+
+
+# ------------------------------------------------------------------ encodings
+ENCODING_FIELDS = ("input_ids", "attention_mask")
+PADDING_ON = (True, "longest", "max_length")  # tokenizer(..., padding=...) values that pad
+
+
+def call_value(interp, value: Value, event) -> Values:
+    """A call of a library object: `tokenizer(prompts, padding=True)` is an encoding that remembers how it
+    was padded (a `padding_side=` of the call wins over the tokenizer's)."""
+    if value.kind != TOKENIZER:
+        return unknown()
+    padding = const_value(event.kwargs.get("padding"), MISSING) if "padding" in event.kwargs else False
+    side = const_value(event.kwargs["padding_side"], None) if "padding_side" in event.kwargs \
+        else value.get("padding_side")
+    return (Value(ENCODING, event.node, tokenizer=value, padded=None if padding is MISSING else padding in PADDING_ON,
+                  padding_side=side, maybe=value.get("maybe")),)
+
+
+def item_of(values: Values) -> Values:
+    """`encoding["input_ids"]` is the encoding (its padding is what matters); anything else is not known."""
+    encodings = tuple(v for v in values if v.kind == ENCODING)
+    return encodings if encodings and len(encodings) == len(values) else unknown()

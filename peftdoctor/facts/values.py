@@ -33,6 +33,8 @@ LOCAL = "local"  # a module of the checked project (name None) or a name in it: 
 ARG_PARSER = "arg_parser"  # transformers.HfArgumentParser: attrs["items"], the dataclass types
 VOCAB = "vocab"  # len(tokenizer): attrs["tokenizer"], so a resize to it knows whether tokens were added
 TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
+ENCODING = "encoding"  # what tokenizer(...) returns: attrs["tokenizer"], ["padded"], ["padding_side"]
+SPECIAL_TOKEN = "special_token"  # tokenizer.eos_token / eos_token_id: attrs["name"] ("eos", "unk", ...)
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
@@ -53,6 +55,12 @@ FIELDS = frozenset({
     "wrapped_after",
     # gradient checkpointing
     "checkpointing", "input_grads", "reentrant", "library",
+    # tokenizers: the pad token is the eos token (True/False/None = unknown), where that was set
+    "pad_is_eos", "pad_set_at",
+    # models: in train mode (True/False/None = unknown), and the call that put it there
+    "training", "mode_at",
+    # tokenizers and their encodings: the side they pad on ("left"/"right"/None), and whether they pad
+    "padding_side", "padded",
 })
 
 

@@ -24,5 +24,9 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd401_gc_without_input_grads,
     pd402_kbit_without_prepare,
     pd403_optimizer_before_wrap,
+    pd404_eos_never_learned,
+    pd405_dropout_at_inference,
+    pd406_padding_side,
+    pd407_task_type_mismatch,
     pd502_merge_into_tied_embeddings,
 )
