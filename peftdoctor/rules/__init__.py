@@ -14,7 +14,10 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd101_wrapped_twice,
     pd102_peft_on_peft,
     pd103_frozen_resume,
+    pd104_base_reused,
     pd201_fp16_trainables,
     pd301_head_not_saved,
     pd302_new_tokens,
+    pd304_torch_save_model,
+    pd501_merge_on_quantized,
 )
