@@ -148,3 +148,17 @@ def test_pd304_use_instead_save_pretrained_round_trips(tmp_path):
     batch = token_batch()
     reloaded = PeftModel.from_pretrained(tiny_llama(), tmp_path / "adapter")
     assert torch.allclose(logits(reloaded, batch), logits(model, batch), atol=1e-6)
+
+
+def test_pd503_without_quantization_config_the_model_loads_in_full_precision(saved):
+    pytest.importorskip("bitsandbytes", reason=BNB_REASON)
+    from transformers import BitsAndBytesConfig
+
+    base_dir, _ = saved
+    bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)  # built, not passed
+    unquantized = LlamaForCausalLM.from_pretrained(base_dir)
+    quantized = LlamaForCausalLM.from_pretrained(base_dir, quantization_config=bnb_config)  # the fixed form
+    assert type(unquantized.model.layers[0].self_attn.q_proj).__name__ == "Linear"
+    assert type(quantized.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    ratio = unquantized.get_memory_footprint() / quantized.get_memory_footprint()
+    assert ratio > 3  # measured: 4.8 (8x for the Linear weights alone)

@@ -373,12 +373,10 @@ class Interpreter(LocalCalls):
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = [e.value for e in target.elements]
             items = None
-            if len(values) == 1 and values[0].kind == TUPLE:
-                candidate = values[0].get("items")
-                if len(candidate) == len(elements) and not any(
-                    isinstance(e, cst.StarredElement) for e in target.elements
-                ):
-                    items = candidate
+            if values and all(v.kind == TUPLE and len(v.get("items")) == len(elements) for v in values) and not any(
+                    isinstance(e, cst.StarredElement) for e in target.elements):
+                # one tuple per path (a helper with several `return a, b`): each name gets its item on every path
+                items = [union(*(v.get("items")[index] for v in values)) for index in range(len(elements))]
             for index, element in enumerate(elements):
                 self.assign(element, items[index] if items is not None else unknown(), env)
         elif isinstance(target, cst.Subscript):

@@ -20,4 +20,5 @@ from peftdoctor.rules import (  # noqa: E402,F401  (import registers the rules)
     pd302_new_tokens,
     pd304_torch_save_model,
     pd501_merge_on_quantized,
+    pd503_quantization_unused,
 )
