@@ -265,19 +265,17 @@ class Interpreter(LocalCalls):
         before = env.guarded_ids()
         outer = self.branch_tests
         self.branch_tests = (*outer, id(node))
-        try:
-            then_env = env.copy()
-            self.narrow(node.test, then_env, True)
-            then_left = self.exec_block(_body(node.body), then_env)
-            else_env = env.copy()
-            self.narrow(node.test, else_env, False)
-            else_left = False
-            if isinstance(node.orelse, cst.If):
-                else_left = self._exec_if(node.orelse, else_env)
-            elif isinstance(node.orelse, cst.Else):
-                else_left = self.exec_block(_body(node.orelse.body), else_env)
-        finally:
-            self.branch_tests = outer
+        then_env = env.copy()
+        self.narrow(node.test, then_env, True)
+        then_left = self.exec_block(_body(node.body), then_env)
+        else_env = env.copy()
+        self.narrow(node.test, else_env, False)
+        else_left = False
+        if isinstance(node.orelse, cst.If):
+            else_left = self._exec_if(node.orelse, else_env)
+        elif isinstance(node.orelse, cst.Else):
+            else_left = self.exec_block(_body(node.orelse.body), else_env)
+        self.branch_tests = outer
         conditions.mark(then_env, before, lambda: conditions.literals(self.code_for, node.test, True))
         conditions.mark(else_env, before, lambda: conditions.literals(self.code_for, node.test, False))
         branches = [b for b, left in ((then_env, then_left), (else_env, else_left)) if not left]

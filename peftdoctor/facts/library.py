@@ -547,7 +547,7 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         base = value.get("base") or ()
         template = base[0] if len(base) == 1 and base[0].kind == BASE_MODEL else None
         attrs = dict(template.attrs) if template is not None else {"dtype": value.get("dtype")}
-        return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
+        return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True, "wrapped_by": None}),)
     elif method == "dequantize" and value.kind == BASE_MODEL:
         new = value.derive(quantization=None)
     elif method == "set_adapter" and value.kind == PEFT_MODEL:

@@ -3,7 +3,7 @@
 import libcst as cst
 
 from peftdoctor.facts.library import descendants
-from peftdoctor.facts.values import BASE_MODEL, TRAINER
+from peftdoctor.facts.values import BASE_MODEL, PEFT_MODEL, TRAINER
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, finding
 
@@ -12,9 +12,13 @@ FORWARDS = ("generate", "forward", "__call__")  # a use meant as "the base model
 
 
 def _wrapped(values):
-    """A base model that some real path brings here after a wrap injected an adapter into it."""
+    """A base model that some real path brings here after a wrap injected an adapter into it. A name that
+    holds that very wrapper on another path (`get_peft_model(base, cfg) if lora else base`) is one model
+    with or without LoRA, not a base kept for comparison."""
+    wrappers = {id(v.node) for v in values or () if v.kind == PEFT_MODEL}
     for value in values or ():
-        if value.kind == BASE_MODEL and value.get("wrapped_by") is not None and not value.get("maybe"):
+        if value.kind == BASE_MODEL and value.get("wrapped_by") is not None and not value.get("maybe") \
+                and id(value.get("wrapped_by")) not in wrappers:
             return value
     return None
 
@@ -56,14 +60,20 @@ def _second_wraps(facts):
                 yield event, trainer.get("model")
 
 
+def _forwards(facts):
+    return [e for e in facts.events if e.method in FORWARDS and e.name.startswith(".")]
+
+
 def check(facts, ctx):
     reported = set()
     disabled = None
-    for event in facts.events:
-        if event.method not in FORWARDS or not event.name.startswith("."):
-            continue
+    forwards = _forwards(facts)
+    # wrappers that are run too: running the base next to its own wrapper is a comparison (a training loop
+    # that runs only the base, its LoRA layers inside, trains the adapter as meant)
+    run_wrappers = {id(v.node) for e in forwards for v in e.receiver if v.kind == PEFT_MODEL}
+    for event in forwards:
         base = _wrapped(event.receiver)
-        if base is None:
+        if base is None or id(base.get("wrapped_by")) not in run_wrappers:
             continue
         if disabled is None:
             disabled = _under_disabled_adapter(facts)
