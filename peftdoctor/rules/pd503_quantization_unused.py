@@ -42,7 +42,7 @@ def check(facts, ctx):
             if config.kind != QUANT_CONFIG or config.node is not event.node or id(event.node) in seen:
                 continue
             seen.add(id(event.node))
-            if config.get("quantization") == "" or isinstance(event.scope, cst.ClassDef):
+            if config.get("quantization") == "":
                 continue  # a config that quantizes nothing is harmless unused
             name = _bound_name(event.scope, event.node)
             if name is None or not _never_read(event.scope, name):
