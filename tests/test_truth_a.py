@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from peft import PeftModel, get_peft_model  # noqa: E402
-from tiny import tiny_llama  # noqa: E402
-from transformers import LlamaForCausalLM  # noqa: E402
-from truth_helpers import logits, lora, make_nontrivial, token_batch  # noqa: E402
+from peft import PeftModel, get_peft_model
+from tiny import tiny_llama
+from transformers import LlamaForCausalLM
+from truth_helpers import logits, lora, make_nontrivial, token_batch
 
 # bitsandbytes 0.50.2 runs its 4-bit and 8-bit layers on CPU (measured here; the dev extra installs it).
 BNB_REASON = "bitsandbytes is not installed (pip install bitsandbytes: its 4-bit/8-bit layers run on CPU)"
