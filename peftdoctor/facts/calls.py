@@ -31,6 +31,7 @@ from peftdoctor.facts.values import (
     PARAM,
     PEFT_CONFIG,
     PEFT_MODEL,
+    QUANT_CONFIG,
     REF,
     SELF,
     TOKENIZER,
@@ -51,7 +52,7 @@ MAX_INLINE_DEPTH = 4
 # Argument kinds worth a context-sensitive walk of the callee.
 TRACKED_KINDS = frozenset({
     BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINING_ARGS, TRAINER, OPTIMIZER, ACCELERATOR, TUNER, VOCAB,
-    SELF,
+    SELF, QUANT_CONFIG,
 })
 
 
@@ -131,6 +132,8 @@ class LocalCalls:
             if value.kind == PARAM:
                 passed = event.arg(value.get("index"), value.get("name"))
                 results.append(passed if passed is not None else unknown())
+            elif value.kind in (BASE_MODEL, PEFT_MODEL):
+                results.append((value.derive(),))  # each call makes its own model object
             else:
                 results.append((value,))
         return union(*results)

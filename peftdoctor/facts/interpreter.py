@@ -47,6 +47,8 @@ from peftdoctor.facts.values import (
     unknown,
 )
 
+# A dict literal keeps one version per path; past this many, `d[key] = value` is no longer tracked.
+MAX_DICT_PATHS = 4
 TERMINATING_CALLS = {"sys.exit", "exit", "quit", "os._exit"}
 # An unknown call given one of these returns an object that remembers the call (a trainer of the
 # project built from an optimizer, say), so what is done with it later can be traced back.
@@ -68,6 +70,7 @@ class CallEvent:
     scope: object  # the FunctionDef (or Module) the call is in
     callees: tuple = ()  # the FunctionDefs of the project the call may run
     unpacked: tuple = ()  # what `*x` / `**x` arguments hold, one value set each
+    branches: tuple = ()  # ids of the `if` statements with an unknown test the call runs inside
 
     def arg(self, index: int, keyword: str | None = None) -> Values | None:
         if keyword is not None and keyword in self.kwargs:
@@ -109,6 +112,7 @@ class Interpreter(LocalCalls):
         self.module_env = Env()
         self.functions_walked = False
         self._texts: dict[int, str] = {}
+        self.branch_tests: tuple = ()  # ids of the `if`s being walked whose test may go either way
 
     # ----------------------------------------------------------------- driving
     def run(self, walk_functions: bool = True) -> None:
@@ -261,6 +265,8 @@ class Interpreter(LocalCalls):
                 return self.exec_block(_body(node.orelse.body), env)
             return False
         before = env.guarded_ids()
+        outer = self.branch_tests
+        self.branch_tests = (*outer, id(node))
         then_env = env.copy()
         self.narrow(node.test, then_env, True)
         then_left = self.exec_block(_body(node.body), then_env)
@@ -271,6 +277,7 @@ class Interpreter(LocalCalls):
             else_left = self._exec_if(node.orelse, else_env)
         elif isinstance(node.orelse, cst.Else):
             else_left = self.exec_block(_body(node.orelse.body), else_env)
+        self.branch_tests = outer
         conditions.mark(then_env, before, lambda: conditions.literals(self.code_for, node.test, True))
         conditions.mark(else_env, before, lambda: conditions.literals(self.code_for, node.test, False))
         branches = [b for b, left in ((then_env, then_left), (else_env, else_left)) if not left]
@@ -366,16 +373,15 @@ class Interpreter(LocalCalls):
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = [e.value for e in target.elements]
             items = None
-            if len(values) == 1 and values[0].kind == TUPLE:
-                candidate = values[0].get("items")
-                if len(candidate) == len(elements) and not any(
-                    isinstance(e, cst.StarredElement) for e in target.elements
-                ):
-                    items = candidate
+            if values and all(v.kind == TUPLE and len(v.get("items")) == len(elements) for v in values) and not any(
+                    isinstance(e, cst.StarredElement) for e in target.elements):
+                # one tuple per path (a helper with several `return a, b`): each name gets its item on every path
+                items = [union(*(v.get("items")[index] for v in values)) for index in range(len(elements))]
             for index, element in enumerate(elements):
                 self.assign(element, items[index] if items is not None else unknown(), env)
         elif isinstance(target, cst.Subscript):
             self.eval(target.value, env)
+            self._store_item(target, values, env)
 
     # ------------------------------------------------------------- expressions
     def eval(self, node, env: Env) -> Values:
@@ -492,19 +498,46 @@ class Interpreter(LocalCalls):
 
     def _eval_dict(self, node: cst.Dict, env: Env) -> Values:
         result = {}
+        entries = {}
         complete = True
         for element in node.elements:
             if isinstance(element, cst.DictElement):
                 key = const_value(self.eval(element.key, env))
-                value = const_value(self.eval(element.value, env))
+                values = self.eval(element.value, env)
                 if isinstance(key, str):
-                    result[key] = value
+                    result[key] = const_value(values)
+                    entries[key] = values
                 else:
                     complete = False
             else:
                 self.eval(element.value, env)
                 complete = False
-        return (Value(CONST, node, value=result, complete=complete),)
+        return (Value(CONST, node, value=result, complete=complete, entries=entries),)
+
+    def _store_item(self, target: cst.Subscript, values: Values, env: Env) -> None:
+        """`kwargs["quantization_config"] = cfg` on a dict literal: later `f(**kwargs)` passes it."""
+        key = dotted(target.value)
+        held = env.lookup(key) if key is not None else None
+        if not held or len(held) > MAX_DICT_PATHS or not all(
+                v.kind == CONST and v.get("entries") is not None for v in held):
+            return  # not a dict literal, or one assigned on so many paths that tracking it would explode
+        if len(target.slice) != 1 or not isinstance(target.slice[0].slice, cst.Index):
+            return
+        item = const_value(self.eval(target.slice[0].slice.value, env))
+        if not isinstance(item, str):
+            return
+        env.names[key] = tuple(v.derive(value={**v.get("value"), item: const_value(values)},
+                                        entries={**v.get("entries"), item: values}) for v in held)
+
+    @staticmethod
+    def _spread_kwargs(values: Values, kwargs: dict[str, Values]) -> None:
+        """`f(**kwargs)` of dict literals: each key they hold is passed, its values one per path
+        (None on a path whose dict lacks it); keys passed by name win, as Python would raise otherwise."""
+        dicts = [v for v in values if v.kind == CONST and v.get("entries") is not None]
+        if len(dicts) != len(values):
+            return
+        for key in {key for d in dicts for key in d.get("entries")} - kwargs.keys():
+            kwargs[key] = union(*(d.get("entries").get(key) or const(None) for d in dicts))
 
     def _eval_subscript(self, node: cst.Subscript, env: Env) -> Values:
         base = self.eval(node.value, env)
@@ -534,6 +567,9 @@ class Interpreter(LocalCalls):
                     receiver = ()
         else:
             callee = self.eval(func, env)
+            models = tuple(v for v in callee if v.kind in (BASE_MODEL, PEFT_MODEL))
+            if models:  # `model(**inputs)`: a forward pass, recorded as the method `__call__`
+                receiver, method = models, "__call__"
         args: list[Values] = []
         kwargs: dict[str, Values] = {}
         star_kwargs = False
@@ -545,6 +581,8 @@ class Interpreter(LocalCalls):
             elif arg.star:
                 star_kwargs = True
                 unpacked.append(values)
+                if arg.star == "**":
+                    self._spread_kwargs(values, kwargs)
             else:
                 args.append(values)
 
@@ -559,7 +597,7 @@ class Interpreter(LocalCalls):
             if refs and len(refs) == len(callee):
                 name = refs[0].get("qualname")
         event = CallEvent(node, name or f".{method}", method, receiver, args, kwargs, star_kwargs, (),
-                          self._scope, unpacked=tuple(unpacked))
+                          self._scope, unpacked=tuple(unpacked), branches=self.branch_tests)
         if self.project is not None:
             self.project.node_paths[id(node)] = self.path
         if name is not None:

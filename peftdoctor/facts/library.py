@@ -23,6 +23,7 @@ from peftdoctor.facts.values import (
     PARAMS,
     PEFT_CONFIG,
     PEFT_MODEL,
+    QUANT_CONFIG,
     REF,
     SELF,
     SPECIAL_TOKEN,
@@ -79,6 +80,9 @@ UNLOADING = ("merge_and_unload", "unload")
 
 # What Trainer methods leave the model in: train() ends in train mode, evaluate()/predict() in eval mode.
 TRAINER_MODES = {"train": True, "evaluate": False, "predict": False}
+
+# transformers quantization configs: class -> the method it loads weights with (bitsandbytes reads its flags).
+QUANTIZATION_CONFIGS = {"BitsAndBytesConfig": "bitsandbytes", "GPTQConfig": "GPTQ", "AwqConfig": "AWQ"}
 SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "requires_grad_", "to_empty", "tie_weights", "npu", "xpu", "mps"}
 
 
@@ -245,17 +249,21 @@ def _peft_call(interp, event, env, parts) -> Values:
     last = parts[-1]
     if last == "get_peft_model":
         _stale_optimizers(interp, env, event.arg(0, "model"), event.node)
-        return (_wrap(event, event.arg(0, "model"), event.arg(1, "peft_config"), "get_peft_model"),)
+        wrapped = _wrap(event, event.arg(0, "model"), event.arg(1, "peft_config"), "get_peft_model")
+        _wrapped_in_place(interp, env, event.arg(0, "model"), event.node)
+        return (wrapped,)
     if len(parts) >= 3 and last == "from_pretrained":
         cls = parts[-2]
         if cls.startswith("AutoPeftModel"):
-            return (Value(PEFT_MODEL, event.node, via="auto", base=(), config=(),
+            return (Value(PEFT_MODEL, event.node, via="auto", base=(), config=(), quantization=load_quantization(event),
+                          quantization_optional=quantization_optional(event),
                           trainable=_trainable(event), dtype=dtype_of(event.arg(None, "torch_dtype") or event.arg(None, "dtype")),
                           autocast=_flag(event, "autocast_adapter_dtype")),)
         if cls.startswith("PeftModel") or cls == "PeftMixedModel":
             base = event.arg(0, "model") or ()
             if _trainable(event) is not False:
                 _stale_optimizers(interp, env, base, event.node)
+            _wrapped_in_place(interp, env, base, event.node)
             return (Value(PEFT_MODEL, event.node, via="from_pretrained", base=base, config=(),
                           trainable=_trainable(event), dtype=_common(base, "dtype"), casted=_base_casted(base),
                           autocast=_flag(event, "autocast_adapter_dtype"), input_grads=_input_grads_at_wrap(base)),)
@@ -364,6 +372,22 @@ def _prepare_for_kbit(interp, env, event) -> Values:
     return tuple(results) or unknown()
 
 
+def _wrapped_in_place(interp, env, base: Values | None, wrap_node) -> None:
+    """A wrap injects the LoRA layers into the base model object itself: every name still holding
+    that object now holds a model that runs the adapter."""
+    for value in base or ():
+        if value.kind == BASE_MODEL:
+            interp.mutate(env, value, value.derive(wrapped_by=wrap_node))
+
+
+def _unwrapped_in_place(interp, env, peft: Value) -> None:
+    """`unload()` / `merge_and_unload()` take the LoRA layers out of the base object again."""
+    for values in list(_all_names(env)):
+        for value in values:
+            if value.kind == BASE_MODEL and value.get("wrapped_by") is peft.node:
+                interp.mutate(env, value, value.derive(wrapped_by=None))
+
+
 def _trainable(event):
     """True / False when is_trainable is literal (absent = False), None when it varies."""
     flag = _flag(event, "is_trainable")
@@ -419,7 +443,10 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     if not cls[:1].isupper():
         return None
     if cls.endswith("Trainer") and cls == last:
-        return (_trainer(interp, event, cls),)
+        trainer = _trainer(interp, event, cls)
+        if trainer.get("trained") is not trainer.get("model"):  # peft_config= wraps the base in place
+            _wrapped_in_place(interp, env, trainer.get("model"), event.node)
+        return (trainer,)
     if cls == "HfArgumentParser" and cls == last:
         return (Value(ARG_PARSER, event.node, items=list(event.arg(0, "dataclass_types") or ())),)
     if cls == last and (cls.endswith("TrainingArguments") or (parts[0] == "trl" and cls.endswith("Config"))):
@@ -434,6 +461,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         return (Value(TOKENIZER, event.node, added=added, added_at=event.node if added else None,
                       source=event.arg(0, "pretrained_model_name_or_path"),
                       padding_side=const_value(event.kwargs.get("padding_side"), None)),)
+    if cls == last and cls in QUANTIZATION_CONFIGS:
+        return (Value(QUANT_CONFIG, event.node, quantization=_config_quantization(event, cls)),)
     if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
         return None
     if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
@@ -446,7 +475,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
         if key in event.kwargs
     )
     return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
-                  head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls)),)
+                  head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls),
+                  quantization=load_quantization(event), quantization_optional=quantization_optional(event)),)
 
 
 def _tied_embeddings(event, cls: str):
@@ -458,6 +488,41 @@ def _tied_embeddings(event, cls: str):
     if flag is MISSING and cls in TIED_EMBEDDING_CLASSES:
         return True
     return None
+
+
+def _config_quantization(event, cls: str) -> str | None:
+    """What a quantization config does to the weights: '4-bit bitsandbytes', '' when it quantizes
+    nothing (BitsAndBytesConfig without a load_in_* flag), None when that is not literal here."""
+    method = QUANTIZATION_CONFIGS[cls]
+    if method != "bitsandbytes":
+        bits = const_value(event.arg(0, "bits"), None)
+        return f"{bits}-bit {method}" if isinstance(bits, int) else method
+    flags = {bits: _flag(event, f"load_in_{bits}bit") for bits in (4, 8)}
+    for bits, flag in flags.items():
+        if flag is True:
+            return f"{bits}-bit bitsandbytes"
+    return "" if all(flag in (False, MISSING) for flag in flags.values()) else None
+
+
+def load_quantization(event) -> str | None:
+    """How a from_pretrained call quantizes the weights on some path ('4-bit bitsandbytes'); None
+    when no path certainly does (a config that is not known here counts as none)."""
+    for bits in (4, 8):
+        if any(v.kind == CONST and v.get("value") is True for v in event.kwargs.get(f"load_in_{bits}bit", ())):
+            return f"{bits}-bit bitsandbytes"
+    for value in event.kwargs.get("quantization_config", ()):
+        if value.kind == QUANT_CONFIG and value.get("quantization"):
+            return value.get("quantization")
+    return None
+
+
+def quantization_optional(event) -> bool:
+    """Some path reaches the call without quantizing: no flag or config, or one that quantizes nothing."""
+    flags = [event.kwargs.get(key) for key in ("load_in_4bit", "load_in_8bit", "quantization_config")]
+    if not any(flags):
+        return True
+    return any(v.kind == CONST and v.get("value") in (None, False) for values in flags if values for v in values) \
+        or any(v.kind == QUANT_CONFIG and v.get("quantization") == "" for v in flags[2] or ())
 
 
 def _trainer(interp, event, cls: str) -> Value:
@@ -615,11 +680,14 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         return (resized,)  # the event's result: the model as resized on this path
     elif method in ("merge_and_unload", "unload", "get_base_model") and value.kind == PEFT_MODEL:
         if method in UNLOADING:
+            _unwrapped_in_place(interp, env, value)
             _unload_in_place(interp, event, env, value, event.node.func.value)
         base = value.get("base") or ()
         template = base[0] if len(base) == 1 and base[0].kind == BASE_MODEL else None
         attrs = dict(template.attrs) if template is not None else {"dtype": value.get("dtype")}
-        return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True}),)
+        return (Value(BASE_MODEL, event.node, **{**attrs, "plain_again": True, "wrapped_by": None}),)
+    elif method == "dequantize" and value.kind == BASE_MODEL:
+        new = value.derive(quantization=None)
     elif method == "set_adapter" and value.kind == PEFT_MODEL:
         new = value.derive(unfrozen=True, inactive_load=None)
     elif method == "load_adapter" and value.kind == PEFT_MODEL and _flag(event, "is_trainable") is True:

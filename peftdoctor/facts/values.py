@@ -35,6 +35,7 @@ VOCAB = "vocab"  # len(tokenizer): attrs["tokenizer"], so a resize to it knows w
 TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
 ENCODING = "encoding"  # what tokenizer(...) returns: attrs["tokenizer"], ["padded"], ["padding_side"]
 SPECIAL_TOKEN = "special_token"  # tokenizer.eos_token / eos_token_id: attrs["name"] ("eos", "unk", ...)
+QUANT_CONFIG = "quant_config"  # BitsAndBytesConfig / GPTQConfig / AwqConfig: attrs["quantization"]
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
@@ -48,6 +49,13 @@ FIELDS = frozenset({
     "class_name", "dtype", "quantized", "head", "head_task", "resized", "new_tokens", "resized_at",
     "plain_again", "kbit_prepared", "casted", "halved_at", "via", "base", "config", "trainable", "frozen_by",
     "frozen_how", "autocast", "unfrozen", "inner_peft", "unloaded_at", "inactive_load", "tied",
+    # "4-bit bitsandbytes" when some path certainly quantizes the weights ("" when the config quantizes nothing)
+    "quantization", "quantization_optional",  # the latter: some path loads the model unquantized
+    # the wrap call (get_peft_model, PeftModel.from_pretrained, a trainer's peft_config) that injected
+    # an adapter into this base model object in place
+    "wrapped_by",
+    # a dict literal: key -> the values it holds (attrs["value"] keeps only the literal ones)
+    "entries",
     # configs, tokenizers, training
     "known", "peft_class", "alternatives", "added", "added_at", "source", "fp16", "bf16", "args", "trained",
     "peft_config", "mixed_precision", "models",
