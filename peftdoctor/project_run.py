@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -113,6 +111,9 @@ def _check_parts(root: Path, parts: list[_Part], config: Config, named: set[Path
     """(part, {path: CheckResult}) for every part: here, or in `jobs` processes when there is enough to share."""
     batches = _batches(parts)
     if jobs > 1 and len(batches) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             with ProcessPoolExecutor(max_workers=min(jobs, len(batches))) as pool:
                 futures = [pool.submit(_check_batch, root, [part.files for part in batch], config,

@@ -9,6 +9,7 @@ of it is used, never twice; a call into it reads the summary of the called funct
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import libcst as cst
 from peftdoctor.facts.names import FLAT_LIBRARIES, dotted
 from peftdoctor.facts.positions import call_positions
 from peftdoctor.facts.values import LOCAL, Value, Values
+
+FILE, FOLDER, LINK = "file", "folder", "link"  # kinds of folder entries
 
 # Never a project module, even when a folder of that name exists (vendored copies).
 LIBRARY_TOPS = FLAT_LIBRARIES | {"torch", "safetensors", "datasets", "deepspeed", "diffusers", "numpy"}
@@ -44,6 +47,8 @@ class Project:
         self._parsed: dict[Path, ParsedModule | None] = {}
         self._interpreters: dict[Path, object] = {}
         self._resolved: dict[tuple, Path | None] = {}
+        self._listings: dict[str, dict[str, str]] = {}
+        self._folder_chains: dict[Path, list[Path]] = {}
         self._defined: set[tuple] = set()  # (module, name) of definitions read in pieces
         self._pieces: list = []  # (module, ParsedModule) of modules read in pieces, for positions
         self._pieces_mapped: set[int] = set()
@@ -147,35 +152,68 @@ class Project:
     def submodule(self, package_file: Path, name: str) -> Path | None:
         if package_file.name != "__init__.py":
             return None
-        return _module_file(package_file.parent / name)
+        return self._module_file(package_file.parent / name)
 
     def resolve(self, importer: Path, module: str | None, level: int) -> Path | None:
         """The file of module `module` imported from `importer` (relative when `level` > 0)."""
-        key = (importer.parent, module, level)
+        key = (os.path.dirname(importer), module, level)  # strings: hashing a Path costs more
         if key in self._resolved:
             return self._resolved[key]
         found = None
         parts = module.split(".") if module else []
         if level > 0:
-            found = _module_file(_up(importer.parent, level - 1).joinpath(*parts))
+            found = self._module_file(_up(importer.parent, level - 1).joinpath(*parts))
         elif parts and parts[0] not in LIBRARY_TOPS:
             for folder in self._search_folders(importer):
-                found = _module_file(folder.joinpath(*parts))
+                found = self._module_file(folder.joinpath(*parts))
                 if found is not None:
                     break
         self._resolved[key] = found
         return found
 
-    def _search_folders(self, importer: Path):
+    def _module_file(self, base: Path) -> Path | None:
+        """`base`.py, or the package `base`/__init__.py, looked up in folder listings read once per run
+        (resolving every import of a large tree by stat calls costs more than reading it). `base` is
+        under a resolved folder, so only a symbolic link needs resolving."""
+        if not base.name:
+            return None
+        entries = self._listing(base.parent)
+        kind = entries.get(base.name + ".py")
+        if kind in (FILE, LINK):
+            found = base.parent / (base.name + ".py")
+            return found.resolve() if kind == LINK else found
+        if entries.get(base.name) in (FOLDER, LINK) and self._listing(base).get("__init__.py") in (FILE, LINK):
+            return (base / "__init__.py").resolve()
+        return None
+
+    def _listing(self, folder: Path) -> dict[str, str]:
+        """name -> FILE, FOLDER or LINK, for the entries of `folder` ({} when it is not one)."""
+        key = str(folder)
+        found = self._listings.get(key)
+        if found is None:
+            found = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        found[entry.name] = LINK if entry.is_symlink() else FOLDER if entry.is_dir() else FILE
+            except OSError:
+                pass
+            self._listings[key] = found
+        return found
+
+    def _search_folders(self, importer: Path) -> list[Path]:
         """The script's folder, then every folder up to the project root (a `src/` layout included)."""
-        folder = importer.parent
-        yield folder
-        while folder != self.root and self.root in folder.parents:
-            folder = folder.parent
-            yield folder
-        source = self.root / "src"
-        if source.is_dir():
-            yield source
+        found = self._folder_chains.get(importer.parent)
+        if found is None:
+            folder = importer.parent
+            found = [folder]
+            while folder != self.root and self.root in folder.parents:
+                folder = folder.parent
+                found.append(folder)
+            if self._listing(self.root).get("src") in (FOLDER, LINK):
+                found.append(self.root / "src")
+            self._folder_chains[importer.parent] = found
+        return found
 
     def import_bindings(self, importer: Path, node) -> list[tuple[str, Values]] | None:
         """(local name, values) for an import of the project's own modules; None when not local."""
@@ -268,13 +306,3 @@ def _up(folder: Path, levels: int) -> Path:
     for _ in range(levels):
         folder = folder.parent
     return folder
-
-
-def _module_file(base: Path) -> Path | None:
-    candidate = base.with_name(base.name + ".py") if base.name else None
-    if candidate is not None and candidate.is_file():
-        return candidate.resolve()
-    package = base / "__init__.py"
-    if package.is_file():
-        return package.resolve()
-    return None
