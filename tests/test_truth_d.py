@@ -185,16 +185,7 @@ def test_pd401_checkpointing_as_transformers_4_enables_it_leaves_a_peft_model_wi
 def pure_fp16_steps(model, steps=2, **optimizer_kwargs) -> tuple[list[float], int]:
     """A hand loop with no AMP: (the losses, how many trainable tensors are non-finite at the end)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs)
-    model.train()
-    losses = []
-    for step in range(steps):
-        ids = token_batch(seed=step)
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = hand_loop(model, torch.optim.AdamW(params, lr=1e-4, **optimizer_kwargs), steps)
     return losses, sum(not torch.isfinite(p).all() for p in params)
 
 
