@@ -40,7 +40,10 @@ class Facts:
 
     def calls(self, *names: str) -> list[CallEvent]:
         """Events calling one of `names` (shell-style patterns: `peft.PeftModel*.from_pretrained`)."""
-        return [e for e in self.events if any(fnmatchcase(e.name, name) for name in names)]
+        exact = {name for name in names if not any(char in name for char in "*?[")}
+        patterns = [name for name in names if name not in exact]
+        return [e for e in self.events
+                if e.name in exact or (patterns and any(fnmatchcase(e.name, name) for name in patterns))]
 
     def method_calls(self, method: str) -> list[CallEvent]:
         return [e for e in self.events if e.method == method and e.name.startswith(".")]

@@ -70,7 +70,7 @@ def mark(branch: Env, before_ids: set[int], known) -> None:
 def prune(env: Env, known) -> None:
     """Drop values made under the opposite of what is known here (never a name's last value).
     `known` computes the condition's literals, only when some value carries a guard."""
-    if not any(v.get("guard") for values in env.names.values() for v in values if v.kind in GUARDED_KINDS):
+    if not any("guard" in v.attrs for values in env.names.values() for v in values):  # (attrs: read often)
         return
     opposite = {(text, not holds) for text, holds in known()}
     for key, values in env.names.items():

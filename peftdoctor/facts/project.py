@@ -48,6 +48,7 @@ class Project:
         self._interpreters: dict[Path, object] = {}
         self._resolved: dict[tuple, Path | None] = {}
         self._listings: dict[str, dict[str, str]] = {}
+        self._real: dict[Path, Path] = {}
         self._folder_chains: dict[Path, list[Path]] = {}
         self._defined: set[tuple] = set()  # (module, name) of definitions read in pieces
         self._pieces: list = []  # (module, ParsedModule) of modules read in pieces, for positions
@@ -65,9 +66,16 @@ class Project:
         for table in (self._parsed, self._interpreters, self._pieces, self._piece_positions, self.node_paths):
             table.clear()
 
+    def real(self, path: Path) -> Path:
+        """`path` resolved (symbolic links, `..`), once per path per run: lookups ask for it often."""
+        found = self._real.get(path)
+        if found is None:
+            found = self._real[path] = path.resolve()
+        return found
+
     # ------------------------------------------------------------------ modules
     def parsed(self, path: Path) -> ParsedModule | None:
-        path = path.resolve()
+        path = self.real(path)
         if path not in self._parsed:
             parsed = self._parsed[path] = self._reader.parsed(path)
             if parsed is not None and parsed.line_map is not None:
@@ -79,7 +87,7 @@ class Project:
         (a file whose findings are wanted; a module read for its names skips them); None if unreadable."""
         from peftdoctor.facts.interpreter import Interpreter
 
-        path = path.resolve()
+        path = self.real(path)
         interp = self._interpreters.get(path)
         if interp is None:
             parsed = self.parsed(path)
@@ -104,12 +112,12 @@ class Project:
 
     def walked(self, path: Path) -> bool:
         """The file was interpreted in full (checked, or a caller of a checked module): rules may read it."""
-        interp = self._interpreters.get(path.resolve())
+        interp = self._interpreters.get(self.real(path))
         return interp is not None and interp.functions_walked
 
     def lookup(self, path: Path, name: str) -> Values | None:
         """What `name` holds at the end of module `path`'s top level (a cycle sees what ran so far)."""
-        path = path.resolve()
+        path = self.real(path)
         interp = self._interpreters.get(path)
         if interp is None:
             if not self._reader.worth_reading(path, name):
