@@ -79,7 +79,7 @@ def test_pd613_regex_work_is_bounded():
         assert regex_unbounded(pattern) == "", pattern
     names = ["a" * 200 + "!"] * 3
     assert regex_matches_any("(a+)+$", names) is None  # refused, not run: it would backtrack for ages
-    assert regex_matches_any(".*a.*b", names * 1000) is False
+    assert regex_matches_any(".*a.*b", names * 10) is False
 
 
 def _sharded_copy(source: Path, target: Path, drop=(), **config_changes) -> Path:
