@@ -87,23 +87,49 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
             return None
         return data[path].decode("utf-8", "replace")
 
+    real = _RealPaths()
     texts = {}
     for path, _ in found:
-        resolved = path.resolve()
-        texts[resolved] = read_text(resolved) or ""
+        texts[real(path)] = read_text(real(path)) or ""
     components = import_components(texts, Project(root, reader=None).resolve, read_text)
     parts: dict[int, _Part] = {}
     for path, _ in found:
-        parts.setdefault(id(components[path.resolve()]), _Part()).files.append(path)
+        parts.setdefault(id(components[real(path)]), _Part()).files.append(path)
     if with_keys:
         hashes = {path: content_hash(blob) for path, blob in data.items()}
         common = (tool_fingerprint(), config_fingerprint(config, report_unused_noqa), str(root))
+        pins: dict[Path, str] = {}  # folder -> its pins' fingerprint
         for part in parts.values():
-            joined = file_key(*sorted(f"{member}:{hashes[member]}" for member in components[part.files[0].resolve()]))
+            joined = file_key(*sorted(f"{member}:{hashes[member]}" for member in components[real(part.files[0])]))
             for path in part.files:
-                part.keys[path] = file_key(*common, str(path), str(path in named), hashes[path.resolve()], joined,
-                                           pins_fingerprint(str(path)))
+                resolved = real(path)
+                if resolved.parent not in pins:
+                    pins[resolved.parent] = pins_fingerprint(resolved.parent)
+                part.keys[path] = file_key(*common, str(path), str(path in named), hashes[resolved], joined,
+                                           pins[resolved.parent])
     return list(parts.values())
+
+
+class _RealPaths:
+    """Path.resolve() for the files found, each folder resolved once: one lstat per file, not one per
+    folder on its way (thousands of files make that the cost of a warm run)."""
+
+    def __init__(self):
+        self._folders: dict[Path, Path] = {}
+        self._files: dict[Path, Path] = {}
+
+    def __call__(self, path: Path) -> Path:
+        found = self._files.get(path)
+        if found is None:
+            if path.is_symlink():
+                found = path.resolve()
+            else:
+                folder = self._folders.get(path.parent)
+                if folder is None:
+                    folder = self._folders[path.parent] = path.parent.resolve()
+                found = folder / path.name
+            self._files[path] = found
+        return found
 
 
 def _check_parts(root: Path, parts: list[_Part], config: Config, named: set[Path], report_unused_noqa: bool,

@@ -373,12 +373,13 @@ def _file_rank(name: str) -> int:
     return {"pyproject.toml": 3, "setup.py": 4, "setup.cfg": 5}.get(lower, 6)
 
 
-def _pin_files_in(folder: Path) -> list[Path]:
+@lru_cache(maxsize=4096)
+def _pin_files_in(folder: Path) -> tuple[Path, ...]:
     try:
         names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
     except OSError:
-        return []
-    return [folder / n for n in sorted(names, key=lambda n: (_file_rank(n), n)) if _is_pin_file(folder, n)]
+        return ()
+    return tuple(folder / n for n in sorted(names, key=lambda n: (_file_rank(n), n)) if _is_pin_file(folder, n))
 
 
 def _skipped(folder: str, name: str) -> bool:
@@ -462,9 +463,8 @@ def pin_for(library: str, file_path: str) -> tuple[Pin | None, Pin | None, Path 
     return None, loose, root
 
 
-def pins_fingerprint(file_path: str) -> str:
-    """Every pin the version lookups for this file can read, as text: part of its cache key."""
-    folder = Path(file_path).resolve().parent
+def pins_fingerprint(folder: Path) -> str:
+    """Every pin the version lookups for a file of `folder` (resolved) can read, as text: part of its cache key."""
     return "|".join(f"{path}:{pins_in_file(path)!r}" for path, _ in _candidate_files(folder))
 
 
@@ -473,6 +473,7 @@ def clear_caches() -> None:
     _pins_in_file.cache_clear()
     _project_wide.cache_clear()
     _candidate_files.cache_clear()
+    _pin_files_in.cache_clear()
     find_project_root.cache_clear()
 
 

@@ -49,7 +49,7 @@ class Project:
         self._resolved: dict[tuple, Path | None] = {}
         self._listings: dict[str, dict[str, str]] = {}
         self._real: dict[Path, Path] = {}
-        self._folder_chains: dict[Path, list[Path]] = {}
+        self._folder_chains: dict[str, list[str]] = {}
         self._defined: set[tuple] = set()  # (module, name) of definitions read in pieces
         self._pieces: list = []  # (module, ParsedModule) of modules read in pieces, for positions
         self._pieces_mapped: set[int] = set()
@@ -160,44 +160,59 @@ class Project:
     def submodule(self, package_file: Path, name: str) -> Path | None:
         if package_file.name != "__init__.py":
             return None
-        return self._module_file(package_file.parent / name)
+        return self._module_file(os.path.dirname(package_file), [name])
 
     def resolve(self, importer: Path, module: str | None, level: int) -> Path | None:
-        """The file of module `module` imported from `importer` (relative when `level` > 0)."""
-        key = (os.path.dirname(importer), module, level)  # strings: hashing a Path costs more
+        """The file of module `module` imported from `importer` (relative when `level` > 0).
+        Paths are handled as strings here: a large tree resolves tens of thousands of imports."""
+        folder = os.path.dirname(importer)
+        key = (folder, module, level)
         if key in self._resolved:
             return self._resolved[key]
         found = None
         parts = module.split(".") if module else []
         if level > 0:
-            found = self._module_file(_up(importer.parent, level - 1).joinpath(*parts))
+            for _ in range(level - 1):
+                folder = os.path.dirname(folder)
+            found = self._module_file(folder, parts) if parts else \
+                self._module_file(os.path.dirname(folder), [os.path.basename(folder)])
         elif parts and parts[0] not in LIBRARY_TOPS:
-            for folder in self._search_folders(importer):
-                found = self._module_file(folder.joinpath(*parts))
+            for start in self._search_folders(folder):
+                found = self._module_file(start, parts)
                 if found is not None:
                     break
         self._resolved[key] = found
         return found
 
-    def _module_file(self, base: Path) -> Path | None:
-        """`base`.py, or the package `base`/__init__.py, looked up in folder listings read once per run
-        (resolving every import of a large tree by stat calls costs more than reading it). `base` is
-        under a resolved folder, so only a symbolic link needs resolving."""
-        if not base.name:
+    def _module_file(self, folder: str, parts: list[str]) -> Path | None:
+        """`folder/a/b.py`, or the package `folder/a/b/__init__.py`, for parts [a, b]: looked up in folder
+        listings read once per run (stat calls for every import of a large tree cost more than reading
+        it). `folder` is resolved, so only a symbolic link on the way needs resolving."""
+        linked = False
+        for part in parts[:-1]:
+            kind = self._listing(folder).get(part)
+            if kind not in (FOLDER, LINK):
+                return None
+            linked = linked or kind == LINK
+            folder = os.path.join(folder, part)
+        name = parts[-1] if parts else ""
+        if not name:
             return None
-        entries = self._listing(base.parent)
-        kind = entries.get(base.name + ".py")
+        entries = self._listing(folder)
+        kind = entries.get(name + ".py")
         if kind in (FILE, LINK):
-            found = base.parent / (base.name + ".py")
-            return found.resolve() if kind == LINK else found
-        if entries.get(base.name) in (FOLDER, LINK) and self._listing(base).get("__init__.py") in (FILE, LINK):
-            return (base / "__init__.py").resolve()
-        return None
+            found = Path(folder, name + ".py")
+        elif entries.get(name) in (FOLDER, LINK) and \
+                self._listing(os.path.join(folder, name)).get("__init__.py") in (FILE, LINK):
+            kind = entries.get(name)
+            found = Path(folder, name, "__init__.py")
+        else:
+            return None
+        return found.resolve() if linked or kind == LINK else found
 
-    def _listing(self, folder: Path) -> dict[str, str]:
+    def _listing(self, folder: str) -> dict[str, str]:
         """name -> FILE, FOLDER or LINK, for the entries of `folder` ({} when it is not one)."""
-        key = str(folder)
-        found = self._listings.get(key)
+        found = self._listings.get(folder)
         if found is None:
             found = {}
             try:
@@ -206,21 +221,22 @@ class Project:
                         found[entry.name] = LINK if entry.is_symlink() else FOLDER if entry.is_dir() else FILE
             except OSError:
                 pass
-            self._listings[key] = found
+            self._listings[folder] = found
         return found
 
-    def _search_folders(self, importer: Path) -> list[Path]:
+    def _search_folders(self, folder: str) -> list[str]:
         """The script's folder, then every folder up to the project root (a `src/` layout included)."""
-        found = self._folder_chains.get(importer.parent)
+        found = self._folder_chains.get(folder)
         if found is None:
-            folder = importer.parent
-            found = [folder]
-            while folder != self.root and self.root in folder.parents:
-                folder = folder.parent
-                found.append(folder)
-            if self._listing(self.root).get("src") in (FOLDER, LINK):
-                found.append(self.root / "src")
-            self._folder_chains[importer.parent] = found
+            root = str(self.root)
+            chain = [folder]
+            current = folder
+            while current != root and current.startswith(root.rstrip(os.sep) + os.sep):
+                current = os.path.dirname(current)
+                chain.append(current)
+            if self._listing(root).get("src") in (FOLDER, LINK):
+                chain.append(os.path.join(root, "src"))
+            found = self._folder_chains[folder] = chain
         return found
 
     def import_bindings(self, importer: Path, node) -> list[tuple[str, Values]] | None:
@@ -308,9 +324,3 @@ class Project:
             if id(node) in self._piece_positions:
                 return self._piece_positions[id(node)]
         return None
-
-
-def _up(folder: Path, levels: int) -> Path:
-    for _ in range(levels):
-        folder = folder.parent
-    return folder
