@@ -99,11 +99,12 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
         parts.setdefault(id(components[path.resolve()]), _Part()).files.append(path)
     if with_keys:
         hashes = {path: content_hash(blob) for path, blob in data.items()}
-        common = (tool_fingerprint(), config_fingerprint(config, report_unused_noqa), str(root))
+        common = (tool_fingerprint(), str(root))
         for part in parts.values():
             joined = file_key(*sorted(f"{member}:{hashes[member]}" for member in components[part.files[0].resolve()]))
             for path in part.files:
-                part.keys[path] = file_key(*common, str(path), str(path in named), hashes[path.resolve()], joined,
+                part.keys[path] = file_key(*common, config_fingerprint(config.for_path(path), report_unused_noqa),
+                                           str(path), str(path in named), hashes[path.resolve()], joined,
                                            pins_fingerprint(str(path)))
     return list(parts.values())
 
@@ -149,7 +150,8 @@ def _check_batch(root: Path, parts: list[list[Path]], config: Config, named: set
         for files in parts:
             project = read_project(root, files, config, named)
             try:
-                out.append({path: check_file(path, config, report_unused_noqa, project, named=path in named)
+                out.append({path: check_file(path, config.for_path(path), report_unused_noqa, project,
+                                             named=path in named)
                             for path in files})
             finally:
                 project.close()
