@@ -125,15 +125,23 @@ def _configures_us(candidate: Path) -> bool:
     return isinstance(tool, dict) and "peftdoctor" in tool
 
 
+def config_file_in(folder: Path) -> Path | None:
+    """The config file of `folder` itself (see CONFIG_NAMES), or None."""
+    for name in CONFIG_NAMES:
+        candidate = folder / name
+        if candidate.is_file() and _configures_us(candidate):
+            return candidate
+    return None
+
+
 def find_config_file(start: Path) -> Path | None:
-    """The nearest config file (see CONFIG_NAMES), walking up from `start`."""
+    """The nearest config file, walking up from `start`."""
     start = start.resolve()
     folder = start if start.is_dir() else start.parent
     for candidate_dir in (folder, *folder.parents):
-        for name in CONFIG_NAMES:
-            candidate = candidate_dir / name
-            if candidate.is_file() and _configures_us(candidate):
-                return candidate
+        found = config_file_in(candidate_dir)
+        if found is not None:
+            return found
     return None
 
 
@@ -171,18 +179,23 @@ class NearestConfigs:
 
     def __init__(self, overrides: Overrides):
         self.overrides = overrides
-        self._by_folder: dict[Path, Config] = {}
+        self._nearest: dict[Path, Path | None] = {}  # folder (resolved) -> its nearest config file
         self._by_file: dict[Path | None, Config] = {}
 
     def for_path(self, path) -> Config:
         path = Path(path)
         folder = path if path.is_dir() else path.parent
-        if folder not in self._by_folder:
-            found = find_config_file(folder if folder.exists() else Path.cwd())
-            if found not in self._by_file:
-                self._by_file[found] = self.overrides.apply(load_config(found) if found else Config())
-            self._by_folder[folder] = self._by_file[found]
-        return self._by_folder[folder]
+        found = self._nearest_file((folder if folder.exists() else Path.cwd()).resolve())
+        if found not in self._by_file:
+            self._by_file[found] = self.overrides.apply(load_config(found) if found else Config())
+        return self._by_file[found]
+
+    def _nearest_file(self, folder: Path) -> Path | None:
+        """find_config_file, remembering every folder on the way (a walk asks for each folder)."""
+        if folder not in self._nearest:
+            own = config_file_in(folder)
+            self._nearest[folder] = own if own or folder.parent == folder else self._nearest_file(folder.parent)
+        return self._nearest[folder]
 
 
 def load_config(path: Path) -> Config:

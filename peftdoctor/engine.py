@@ -282,8 +282,10 @@ def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = 
                 cache=None, jobs: int = 1) -> CheckResult:
     """Check every Python file under `paths` as one project; one unparsable file never stops the others.
 
-    `cache` (a peftdoctor.cache.ResultCache) answers the files whose key is unchanged; `jobs` > 1
-    spreads the parts of the project that imports do not join over that many processes.
+    `config`: one Config for every file, or a config.NearestConfigs that gives each file its own
+    (anything with `for_path(path) -> Config`). `cache` (a peftdoctor.cache.ResultCache) answers the
+    files whose key is unchanged; `jobs` > 1 spreads the parts of the project that imports do not
+    join over that many processes.
     """
     from peftdoctor.project_run import run_check
 
