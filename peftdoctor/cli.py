@@ -216,9 +216,8 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
         if len(paths) > 1:
             raise UsageFailure("`-` (standard input) cannot be combined with other paths")
         findings = _check_stdin(configs, stdin_filename, report_unused_noqa, fix, show_diff)
-        if findings is None:
-            sys.exit(EXIT_CLEAN)
-        emit(fmt, findings, output, color=color_choice(color_flag), files_checked=1, **report)
+        if not (fix or show_diff):
+            emit(fmt, findings, output, color=color_choice(color_flag), files_checked=1, **report)
         sys.exit(EXIT_CLEAN if exit_zero else exit_status(findings))
     try:
         protected = checked_files(paths, configs) if output is not None else ()
@@ -246,9 +245,9 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
 
 
 def _check_stdin(configs, stdin_filename: str | None, report_unused_noqa: bool, fix: bool,
-                 show_diff: bool) -> list[Finding] | None:
-    """`check -`: the findings in standard input; with --fix the fixed text (with --diff the diff) goes to
-    stdout instead, as ruff does, and None comes back."""
+                 show_diff: bool) -> list[Finding]:
+    """`check -`: the findings in standard input. With --fix the fixed text goes to stdout instead, as ruff
+    does, and the findings left are those it does not fix; with --diff the diff, and the findings it fixes."""
     from peftdoctor.engine import check_source
 
     display = stdin_filename or "-"
@@ -274,9 +273,9 @@ def _check_stdin(configs, stdin_filename: str | None, report_unused_noqa: bool, 
         name = Path(display).as_posix()
         sys.stdout.writelines(difflib.unified_diff(source.splitlines(keepends=True), fixed.splitlines(keepends=True),
                                                    fromfile=f"a/{name}", tofile=f"b/{name}"))
-    else:
-        sys.stdout.write(fixed)
-    return None
+        return [f for f in findings if f.extra.get("fix")] if fixed != source else []
+    sys.stdout.write(fixed)
+    return [f for f in findings if not f.extra.get("fix")] if fixed != source else findings
 
 
 def _result_cache(paths, cache_dir: str | None):

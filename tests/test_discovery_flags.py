@@ -219,11 +219,17 @@ def test_stdin_is_checked_under_its_stdin_filename_and_config(tmp_path):
 
 
 def test_stdin_fix_prints_the_fixed_text(tmp_path):
+    fixed = SCRIPT.replace('(base, "adapter")', '(base, "adapter", is_trainable=True)')
     result = run("check", "-", "--fix", cwd=tmp_path, stdin=SCRIPT)
-    assert result.returncode == 0
-    assert result.stdout == SCRIPT.replace('(base, "adapter")', '(base, "adapter", is_trainable=True)')
+    assert result.returncode == 1  # PD101 has no fix and is left
+    assert result.stdout == fixed
+    result = run("check", "-", "--fix", "--select", "PD103", cwd=tmp_path, stdin=SCRIPT)
+    assert result.returncode == 0 and result.stdout == fixed
     result = run("check", "-", "--diff", cwd=tmp_path, stdin=SCRIPT)
+    assert result.returncode == 1
     assert '+model = PeftModel.from_pretrained(base, "adapter", is_trainable=True)' in result.stdout
+    result = run("check", "-", "--diff", cwd=tmp_path, stdin=fixed)
+    assert result.returncode == 0 and result.stdout == ""
     result = run("check", "-", "other.py", cwd=tmp_path, stdin=SCRIPT)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
 
