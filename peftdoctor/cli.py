@@ -208,7 +208,7 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
     from peftdoctor.engine import PathError, check_paths
     from peftdoctor.project_run import default_jobs
 
-    paths = paths or (".",)
+    paths = paths or (("-",) if stdin_filename else (".",))  # as ruff: --stdin-filename alone reads stdin
     configs = check_configs(config_file, overrides_of(select, ignore, extend_select,
                                                       False if no_respect_gitignore else None))
     report = {"statistics": statistics, "quiet": quiet, "show_fixes": show_fixes, "tool_kind": "check"}

@@ -1,4 +1,5 @@
-"""What `.gitignore` and `.ignore` files leave out of a folder walk (git's pattern rules, as ruff applies them).
+"""What `.gitignore`, `.ignore` and `.git/info/exclude` files leave out of a folder walk (git's pattern rules,
+as ruff applies them).
 
 A copy of a script under `outputs/`, `wandb/` or a checkpoint folder would otherwise be reported once per
 copy. Each folder's ignore files are read when the walk enters it; the files of the folders above the walked
@@ -14,7 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-IGNORE_FILES = (".gitignore", ".ignore")
+# Read in this order in each folder, so a later one overrides: a repository's own exclude list (in its root
+# only), then `.gitignore`, then `.ignore`.
+IGNORE_FILES = (".git/info/exclude", ".gitignore", ".ignore")
 
 
 @dataclass(frozen=True)

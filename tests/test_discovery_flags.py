@@ -98,6 +98,8 @@ def test_the_repositorys_ignore_files_apply_to_a_walked_subfolder(tmp_path):
     write(tmp_path / "src" / "generated" / "x.py", "x = 1\n")
     write(tmp_path / "src" / "train.py", "x = 1\n")
     assert walked(tmp_path, "src") == ["src/train.py"]
+    write(tmp_path / ".git" / "info" / "exclude", "train.py\n")  # the repository's own list counts too
+    assert walked(tmp_path, "src") == []
     # ...but a folder named on the command line is walked whatever an outer file says of it
     assert walked(tmp_path, "src/generated") == ["src/generated/x.py"]
 
@@ -216,6 +218,8 @@ def test_stdin_is_checked_under_its_stdin_filename_and_config(tmp_path):
     result = run("check", "-", "--stdin-filename", "sub/train.py", cwd=tmp_path, stdin=SCRIPT)
     assert "sub/train.py:5:9: PD103" in result.stdout and "PD101" not in result.stdout
     assert not (tmp_path / "sub" / "train.py").exists()
+    alone = run("check", "--stdin-filename", "sub/train.py", cwd=tmp_path, stdin=SCRIPT)
+    assert alone.returncode == 1 and alone.stdout == result.stdout
 
 
 def test_stdin_fix_prints_the_fixed_text(tmp_path):
