@@ -13,8 +13,7 @@ from pathlib import Path
 import click
 
 from peftdoctor import __version__
-from peftdoctor.config import CODE_PATTERN, Config, ConfigError, NearestConfigs, Overrides, load_config, \
-    nearest_config
+from peftdoctor.config import CODE_PATTERN, ConfigError, NearestConfigs, Overrides, load_config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.reporters import FORMATS, render
 
@@ -52,22 +51,9 @@ def overrides_of(select, ignore, extend_select, respect_gitignore: bool | None =
                      extend_select=tuple(_split_codes(extend_select)), respect_gitignore=respect_gitignore)
 
 
-def resolve_config(paths, config_file: str | None, select, ignore, extend_select) -> Config:
-    """Config from --config or the nearest config file of the first path, then CLI flags on top (inspect)."""
-    overrides = overrides_of(select, ignore, extend_select)
-    try:
-        if config_file:
-            config = load_config(Path(config_file))
-        else:
-            start = Path(paths[0]) if paths else Path.cwd()
-            config = nearest_config(start if start.exists() else Path.cwd())
-    except ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
-    return overrides.apply(config)
-
-
 def check_configs(config_file: str | None, overrides: Overrides):
-    """For `check`: --config for every file, or each file's nearest config file (see NearestConfigs)."""
+    """--config for every file (or adapter), or each one's nearest config file (see NearestConfigs); the
+    command line's overrides on top."""
     if not config_file:
         return NearestConfigs(overrides)
     try:
@@ -314,12 +300,12 @@ def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_f
 
     if from_files:
         paths = folders_of(paths)
-    config = resolve_config(paths, config_file, select, ignore, ())
+    configs = check_configs(config_file, overrides_of(select, ignore, ()))
     check_output(output, paths)
     try:
         result = inspect_paths(
             paths,
-            config=config,
+            config=configs,
             base=base,
             deep=deep or base is not None,
             device=device,
@@ -329,7 +315,7 @@ def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_f
             show_summary=fmt == "text" and output is None and not (quiet or statistics),
             color=color_choice(color_flag),
         )
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise UsageFailure(str(exc)) from None
     emit(fmt, result.findings, output, paths, color=color_choice(color_flag), files_checked=result.adapters_checked,
          noun="adapter", tool_kind="inspect", statistics=statistics, quiet=quiet, adapters=result.summaries)

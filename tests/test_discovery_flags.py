@@ -320,3 +320,19 @@ def test_inspect_quiet_statistics_and_json_summary():
         "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "tensors": 8, "parameters": 512,
         "dtypes": {"F32": 8}, "bytes": 2048,
     }]
+
+
+def test_inspect_reads_each_adapters_nearest_config(tmp_path):
+    import shutil
+
+    for folder in ("a", "b"):
+        target = tmp_path / folder / "nan"
+        shutil.copytree(ADAPTERS / "nan", target)
+        config = json.loads((target / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = str(ROOT / config["base_model_name_or_path"])
+        (target / "adapter_config.json").write_text(json.dumps(config))
+    write(tmp_path / "b" / "peftdoctor.toml", 'ignore = ["PD606"]\n')
+    for order in (["a", "b"], ["b", "a"]):
+        result = invoke("inspect", "--format", "json", *order, cwd=tmp_path)
+        assert [(f["code"], f["path"].split("/")[0]) for f in json.loads(result.stdout)["findings"]] == [
+            ("PD606", "a")], order

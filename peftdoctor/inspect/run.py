@@ -41,6 +41,7 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
                   show_summary: bool = True, color: bool | None = None) -> InspectResult:
     """Inspect every adapter under `paths`; InputError for a PATH that does not exist.
 
+    `config`: a Config for every adapter, or a config.NearestConfigs giving each its own.
     `show_summary`: print each adapter's table on stdout (and deep-check progress on stderr), in `color`
     (see reporters.text_format.console_for).
     """
@@ -52,8 +53,9 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
         console = console_for(sys.stdout, color)
         err_console = console_for(sys.stderr, color)
     for folder in find_adapters(paths):
+        folder_config = config.for_path(folder)  # the adapter's nearest config (see config.NearestConfigs)
         try:
-            found, adapter = inspect_adapter(folder, config=config, base=base)
+            found, adapter = inspect_adapter(folder, config=folder_config, base=base)
         except Exception as exc:  # noqa: BLE001 - one odd adapter must not stop the run or print a traceback
             found, adapter = [_internal_error(folder, exc)], None
         result.adapters_checked += 1
@@ -74,7 +76,7 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
                 raise InputError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
                 found.append(_internal_error(folder, exc))
-        result.findings += _apply_config(found, config)
+        result.findings += _apply_config(found, folder_config)
     result.findings.sort(key=Finding.sort_key)
     return result
 
