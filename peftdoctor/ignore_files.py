@@ -104,15 +104,15 @@ class IgnoreRules:
     def above(cls, folder: Path) -> "IgnoreRules":
         """The rules in force at `folder` from the folders above it, up to its repository root."""
         folder = _absolute(folder)
-        chain = []
-        for parent in folder.parents:
-            chain.append(parent)
-            if (parent / ".git").exists():
+        above = []  # the folders above `folder`, innermost first, up to its repository's root
+        for candidate in (folder, *folder.parents):
+            if (candidate / ".git").exists():  # a nested repository owes nothing to the one around it
                 break
+            above.append(candidate.parent)
         else:
-            chain = []  # not in a repository: only the walked folders' own files count
+            above = []  # not in a repository: only the walked folders' own files count
         rules = cls()
-        for parent in reversed(chain):
+        for parent in reversed(above):
             rules = rules.enter(parent)
         return rules
 

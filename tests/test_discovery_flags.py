@@ -98,10 +98,16 @@ def test_the_repositorys_ignore_files_apply_to_a_walked_subfolder(tmp_path):
     write(tmp_path / "src" / "generated" / "x.py", "x = 1\n")
     write(tmp_path / "src" / "train.py", "x = 1\n")
     assert walked(tmp_path, "src") == ["src/train.py"]
-    write(tmp_path / ".git" / "info" / "exclude", "train.py\n")  # the repository's own list counts too
-    assert walked(tmp_path, "src") == []
     # ...but a folder named on the command line is walked whatever an outer file says of it
     assert walked(tmp_path, "src/generated") == ["src/generated/x.py"]
+    write(tmp_path / ".git" / "info" / "exclude", "train.py\n")  # the repository's own list counts too
+    assert walked(tmp_path, "src") == []
+    # a repository inside another one is not governed by the outer one's files
+    (tmp_path / "src" / "generated" / ".git").mkdir()
+    write(tmp_path / "src" / "generated" / "sub" / "y.py", "x = 1\n")
+    write(tmp_path / ".gitignore", "src/generated/\ny.py\n")
+    assert walked(tmp_path, "src/generated/sub") == ["src/generated/sub/y.py"]
+    assert walked(tmp_path, "src/generated") == ["src/generated/sub/y.py", "src/generated/x.py"]
 
 
 def test_copies_under_ignored_folders_are_not_reported_again(tmp_path):
