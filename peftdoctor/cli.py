@@ -6,13 +6,14 @@ Exit status: 0 no findings (info findings alone count as none), 1 findings,
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from peftdoctor import __version__
-from peftdoctor.config import CODE_PATTERN, Config, ConfigError, load_config, nearest_config
+from peftdoctor.config import CODE_PATTERN, ConfigError, NearestConfigs, Overrides, load_config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.reporters import FORMATS, render
 
@@ -27,46 +28,63 @@ class UsageFailure(click.ClickException):
 
 
 def _split_codes(values) -> list[str]:
+    """Codes from --select/--ignore/--extend-select; a usage error for one that names no rule."""
     codes: list[str] = []
     for value in values or ():
         codes.extend(part.strip().upper() for part in value.split(",") if part.strip())
+    known = None
     for code in codes:
         if not CODE_PATTERN.match(code):
             raise UsageFailure(f"'{code}' is not a rule code or prefix (e.g. PD101, PD1, ALL)")
+        if code != "ALL":
+            if known is None:
+                from peftdoctor.registry import all_rules
+
+                known = [rule.code for rule in all_rules()]
+            if not any(rule_code.startswith(code) for rule_code in known):
+                raise UsageFailure(f"'{code}' matches no rule (see `peftdoctor rules`)")
     return codes
 
 
-def resolve_config(paths, config_file: str | None, select, ignore, extend_select) -> Config:
-    """Config from --config or the nearest pyproject.toml, then CLI flags on top."""
+def overrides_of(select, ignore, extend_select, respect_gitignore: bool | None = None) -> Overrides:
+    return Overrides(select=_split_codes(select) if select else None, ignore=tuple(_split_codes(ignore)),
+                     extend_select=tuple(_split_codes(extend_select)), respect_gitignore=respect_gitignore)
+
+
+def check_configs(config_file: str | None, overrides: Overrides):
+    """--config for every file (or adapter), or each one's nearest config file (see NearestConfigs); the
+    command line's overrides on top."""
+    if not config_file:
+        return NearestConfigs(overrides)
     try:
-        if config_file:
-            config = load_config(Path(config_file))
-        else:
-            start = Path(paths[0]) if paths else Path.cwd()
-            config = nearest_config(start if start.exists() else Path.cwd())
+        return overrides.apply(load_config(Path(config_file)))
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
-    if select:
-        config.select = _split_codes(select)
-    if ignore:
-        config.ignore = [*config.ignore, *_split_codes(ignore)]
-    if extend_select:
-        config.extend_select = [*config.extend_select, *_split_codes(extend_select)]
-    return config
+
+
+def color_choice(flag: str) -> bool | None:
+    """--color: always/never win; auto honours NO_COLOR, then FORCE_COLOR, else asks the terminal (None)."""
+    if flag != "auto":
+        return flag == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return None
 
 
 def exit_status(findings: list[Finding]) -> int:
     return EXIT_FINDINGS if any(f.severity != Severity.INFO for f in findings) else EXIT_CLEAN
 
 
-def emit(fmt: str, findings: list[Finding], output: str | None, protected=(), **info) -> None:
+def emit(fmt: str, findings: list[Finding], output: str | None, protected=(), color: bool | None = None,
+         **info) -> None:
     """Write the report to --output (atomically, see peftdoctor.safe_write) or stdout.
 
-    `protected`: the files checked; an --output naming one of them is refused.
+    `protected`: the files checked; an --output naming one of them is refused. `color`: see color_choice.
     """
     if output is None:
-        color = None if fmt == "text" else False
-        render(fmt, findings, sys.stdout, color=color, **info)
+        render(fmt, findings, sys.stdout, color=color if fmt == "text" else False, **info)
         return
     check_output(output, protected)
     import io
@@ -129,59 +147,121 @@ format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), defa
 output_option = click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to FILE.")
 config_option = click.option("--config", "config_file", type=click.Path(dir_okay=False),
                              help="A pyproject.toml (or peftdoctor.toml) to read settings from.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print the findings and nothing else.")
+statistics_option = click.option("--statistics", is_flag=True,
+                                 help="Print counts per rule (with names and fixable marks) instead of the findings.")
+color_option = click.option("--color", "color_flag", type=click.Choice(["auto", "always", "never"]),
+                            default="auto", show_default=True,
+                            help="Color the text output (auto honours NO_COLOR and FORCE_COLOR).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="peftdoctor")
+@click.version_option(__version__, "-V", "--version", prog_name="peftdoctor")
 def cli() -> None:
     """Find silent PEFT fine-tuning mistakes in scripts and checkpoints."""
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @select_option
 @ignore_option
 @extend_option
 @config_option
 @format_option
 @output_option
-@click.option("--statistics", is_flag=True, help="Print counts per rule.")
+@statistics_option
+@quiet_option
+@color_option
 @click.option("--report-unused-noqa", is_flag=True, help="Report suppression comments that suppress nothing.")
 @click.option("--fix", is_flag=True, help="Apply the fixes that are certainly safe.")
 @click.option("--diff", "show_diff", is_flag=True, help="Show the fixes as a diff; write nothing.")
+@click.option("--show-fixes", is_flag=True, help="Say what --fix changes (under each fixable finding; with --fix, "
+                                                  "what it fixed per file).")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (2 still means an error).")
+@click.option("--stdin-filename", type=click.Path(), help="The file name for `-` (standard input): for the "
+                                                           "report and to find its config.")
+@click.option("--no-respect-gitignore", is_flag=True, help="Walk into what .gitignore and .ignore files leave out.")
 @click.option("--no-cache", is_flag=True, envvar="PEFTDOCTOR_NO_CACHE",
               help="Read every file again; neither read nor write the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar="PEFTDOCTOR_CACHE_DIR",
               help="Where to keep the cache (default: .peftdoctor_cache at the project root).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Processes to check with (default: the number of cores).")
-def check(paths, select, ignore, extend_select, config_file, fmt, output, statistics,
-          report_unused_noqa, fix, show_diff, no_cache, cache_dir, jobs) -> None:
-    """Lint training scripts (files or folders) for PEFT mistakes."""
+def check(paths, select, ignore, extend_select, config_file, fmt, output, statistics, quiet, color_flag,
+          report_unused_noqa, fix, show_diff, show_fixes, exit_zero, stdin_filename, no_respect_gitignore,
+          no_cache, cache_dir, jobs) -> None:
+    """Lint training scripts (files or folders; default: the current folder; `-`: standard input)."""
     from peftdoctor.engine import PathError, check_paths
     from peftdoctor.project_run import default_jobs
 
-    config = resolve_config(paths, config_file, select, ignore, extend_select)
-    protected = checked_files(paths, config) if output is not None else ()
-    check_output(output, protected)
-    if fix or show_diff:
-        from peftdoctor.fix import apply_fixes
-
-        try:
-            changed = apply_fixes(paths, config, write=fix and not show_diff, stream=sys.stdout)
-        except PathError as exc:
-            raise UsageFailure(str(exc)) from None
-        if show_diff:
-            sys.exit(EXIT_FINDINGS if changed else EXIT_CLEAN)
-    cache = None if no_cache else _result_cache(paths, cache_dir)
+    paths = paths or (("-",) if stdin_filename else (".",))  # as ruff: --stdin-filename alone reads stdin
+    configs = check_configs(config_file, overrides_of(select, ignore, extend_select,
+                                                      False if no_respect_gitignore else None))
+    report = {"statistics": statistics, "quiet": quiet, "show_fixes": show_fixes, "tool_kind": "check"}
+    if "-" in paths:
+        if len(paths) > 1:
+            raise UsageFailure("`-` (standard input) cannot be combined with other paths")
+        findings = _check_stdin(configs, stdin_filename, report_unused_noqa, fix, show_diff)
+        if not (fix or show_diff):
+            emit(fmt, findings, output, color=color_choice(color_flag), files_checked=1, **report)
+        sys.exit(EXIT_CLEAN if exit_zero else exit_status(findings))
     try:
-        result = check_paths(paths, config, report_unused_noqa=report_unused_noqa, cache=cache,
+        protected = checked_files(paths, configs) if output is not None else ()
+        check_output(output, protected)
+        if fix or show_diff:
+            from peftdoctor.fix import apply_fixes
+
+            changed = apply_fixes(paths, configs, write=fix and not show_diff, stream=sys.stdout,
+                                  show=show_fixes)
+            if show_diff:
+                if not changed and not quiet:
+                    click.echo("peftdoctor: no fixes to apply", err=True)
+                sys.exit(EXIT_CLEAN if exit_zero or not changed else EXIT_FINDINGS)
+        cache = None if no_cache else _result_cache(paths, cache_dir)
+        result = check_paths(paths, configs, report_unused_noqa=report_unused_noqa, cache=cache,
                              jobs=jobs or default_jobs())
-    except PathError as exc:
+    except (PathError, ConfigError) as exc:
         raise UsageFailure(str(exc)) from None
+    if result.files_checked == 0:
+        click.echo(f"peftdoctor: warning: no Python files found under {', '.join(map(str, paths))}", err=True)
     findings = sorted([*result.findings, *result.unused_suppressions], key=Finding.sort_key)
-    emit(fmt, findings, output, protected, files_checked=result.files_checked, statistics=statistics, tool_kind="check")
-    sys.exit(exit_status(findings))
+    emit(fmt, findings, output, protected, color=color_choice(color_flag), files_checked=result.files_checked,
+         **report)
+    sys.exit(EXIT_CLEAN if exit_zero else exit_status(findings))
+
+
+def _check_stdin(configs, stdin_filename: str | None, report_unused_noqa: bool, fix: bool,
+                 show_diff: bool) -> list[Finding]:
+    """`check -`: the findings in standard input. With --fix the fixed text goes to stdout instead, as ruff
+    does, and the findings left are those it does not fix; with --diff the diff, and the findings it fixes."""
+    from peftdoctor.engine import check_source
+
+    display = stdin_filename or "-"
+    try:
+        config = configs.for_path(stdin_filename or Path.cwd())
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    source = sys.stdin.read()
+    result = check_source(source, display, config, report_unused_noqa)
+    findings = sorted([*result.findings, *result.unused_suppressions], key=Finding.sort_key)
+    if not (fix or show_diff):
+        return findings
+    import difflib
+
+    from peftdoctor.fix import FixError, apply_edits
+
+    edits = [f.extra["fix"] for f in findings if f.extra.get("fix")]
+    try:
+        fixed = apply_edits(source, edits) if edits else source
+    except FixError as exc:
+        raise UsageFailure(f"{display}: cannot fix: {exc}") from None
+    if show_diff:
+        name = Path(display).as_posix()
+        sys.stdout.writelines(difflib.unified_diff(source.splitlines(keepends=True), fixed.splitlines(keepends=True),
+                                                   fromfile=f"a/{name}", tofile=f"b/{name}"))
+        return [f for f in findings if f.extra.get("fix")] if fixed != source else []
+    sys.stdout.write(fixed)
+    return [f for f in findings if not f.extra.get("fix")] if fixed != source else findings
 
 
 def _result_cache(paths, cache_dir: str | None):
@@ -210,31 +290,35 @@ def _result_cache(paths, cache_dir: str | None):
 @config_option
 @format_option
 @output_option
+@statistics_option
+@click.option("--quiet", "-q", is_flag=True, help="Print the findings and nothing else (no summary tables).")
+@color_option
 def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_files, select, ignore,
-            config_file, fmt, output) -> None:
+            config_file, fmt, output, statistics, quiet, color_flag) -> None:
     """Check saved adapters (folders, multi-adapter saves or checkpoint-* runs)."""
     from peftdoctor.inspect.run import InputError, inspect_paths
 
     if from_files:
         paths = folders_of(paths)
-    config = resolve_config(paths, config_file, select, ignore, ())
+    configs = check_configs(config_file, overrides_of(select, ignore, ()))
     check_output(output, paths)
     try:
         result = inspect_paths(
             paths,
-            config=config,
+            config=configs,
             base=base,
             deep=deep or base is not None,
             device=device,
             dtype=dtype,
             device_map=device_map,
             merge_check=not no_merge_check,
-            show_summary=fmt == "text" and output is None,
+            show_summary=fmt == "text" and output is None and not (quiet or statistics),
+            color=color_choice(color_flag),
         )
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise UsageFailure(str(exc)) from None
-    emit(fmt, result.findings, output, paths, files_checked=result.adapters_checked, noun="adapter",
-         tool_kind="inspect")
+    emit(fmt, result.findings, output, paths, color=color_choice(color_flag), files_checked=result.adapters_checked,
+         noun="adapter", tool_kind="inspect", statistics=statistics, quiet=quiet, adapters=result.summaries)
     sys.exit(exit_status(result.findings))
 
 

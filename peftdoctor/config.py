@@ -1,4 +1,7 @@
-"""`[tool.peftdoctor]` configuration: found by walking up from the checked path.
+"""`[tool.peftdoctor]` configuration: each file's nearest config file, found by walking up from it.
+
+A config file is `.peftdoctor.toml` or `peftdoctor.toml` (settings at the top level) or a
+`pyproject.toml` with a `[tool.peftdoctor]` table; in one folder they are tried in that order.
 
 One place decides which rules run on which file and at what severity; the CLI
 flags override what the file says.
@@ -9,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from peftdoctor.finding import Finding, Severity
@@ -33,6 +36,7 @@ KNOWN_KEYS = {
     "per-file-ignores",
     "exclude",
     "severity",
+    "respect-gitignore",
     *VERSION_KEYS,
 }
 
@@ -53,7 +57,12 @@ class Config:
     exclude: list[str] = field(default_factory=list)
     severity: dict[str, Severity] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    respect_gitignore: bool = True
     source: Path | None = None
+
+    def for_path(self, path) -> "Config":
+        """The settings for one file: these (one config for every file; see NearestConfigs)."""
+        return self
 
     @property
     def root(self) -> Path | None:
@@ -98,25 +107,41 @@ class Config:
         return False
 
 
+CONFIG_NAMES = (".peftdoctor.toml", "peftdoctor.toml", "pyproject.toml")
+
+
+def _configures_us(candidate: Path) -> bool:
+    """A peftdoctor.toml always does; a pyproject.toml when it has a [tool.peftdoctor] table."""
+    if candidate.name != "pyproject.toml":
+        return True
+    try:
+        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
+    except tomllib.TOMLDecodeError:
+        # A broken file that means to configure us must be reported, not skipped.
+        return "[tool.peftdoctor" in candidate.read_text(encoding="utf-8", errors="replace")
+    tool = data.get("tool", {})
+    return isinstance(tool, dict) and "peftdoctor" in tool
+
+
+def config_file_in(folder: Path) -> Path | None:
+    """The config file of `folder` itself (see CONFIG_NAMES), or None."""
+    for name in CONFIG_NAMES:
+        candidate = folder / name
+        if candidate.is_file() and _configures_us(candidate):
+            return candidate
+    return None
+
+
 def find_config_file(start: Path) -> Path | None:
-    """The nearest pyproject.toml with a [tool.peftdoctor] table, walking up."""
+    """The nearest config file, walking up from `start`."""
     start = start.resolve()
     folder = start if start.is_dir() else start.parent
     for candidate_dir in (folder, *folder.parents):
-        candidate = candidate_dir / "pyproject.toml"
-        if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
-                continue
-            except tomllib.TOMLDecodeError:
-                # A broken file that means to configure us must be reported, not skipped.
-                if "[tool.peftdoctor" in candidate.read_text(encoding="utf-8", errors="replace"):
-                    return candidate
-                continue
-            tool = data.get("tool", {})
-            if isinstance(tool, dict) and "peftdoctor" in tool:
-                return candidate
+        found = config_file_in(candidate_dir)
+        if found is not None:
+            return found
     return None
 
 
@@ -124,6 +149,53 @@ def nearest_config(start: Path) -> Config:
     """The settings that apply at `start`: its nearest [tool.peftdoctor], or the defaults."""
     found = find_config_file(start)
     return load_config(found) if found else Config()
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line says on top of every config file (None/empty: the file decides)."""
+
+    select: list[str] | None = None
+    ignore: tuple[str, ...] = ()
+    extend_select: tuple[str, ...] = ()
+    respect_gitignore: bool | None = None
+
+    def apply(self, config: Config) -> Config:
+        config = replace(config, ignore=[*config.ignore, *self.ignore],
+                         extend_select=[*config.extend_select, *self.extend_select])
+        if self.select is not None:
+            config.select = list(self.select)
+        if self.respect_gitignore is not None:
+            config.respect_gitignore = self.respect_gitignore
+        return config
+
+
+class NearestConfigs:
+    """Each file's settings: its nearest config file with the command line's overrides on top.
+
+    `check src/a.py other/b.py` reads `src/`'s config for a.py and `other/`'s for b.py, in any order.
+    ConfigError (naming the file) for a config file that cannot be used.
+    """
+
+    def __init__(self, overrides: Overrides):
+        self.overrides = overrides
+        self._nearest: dict[Path, Path | None] = {}  # folder (resolved) -> its nearest config file
+        self._by_file: dict[Path | None, Config] = {}
+
+    def for_path(self, path) -> Config:
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        found = self._nearest_file((folder if folder.exists() else Path.cwd()).resolve())
+        if found not in self._by_file:
+            self._by_file[found] = self.overrides.apply(load_config(found) if found else Config())
+        return self._by_file[found]
+
+    def _nearest_file(self, folder: Path) -> Path | None:
+        """find_config_file, remembering every folder on the way (a walk asks for each folder)."""
+        if folder not in self._nearest:
+            own = config_file_in(folder)
+            self._nearest[folder] = own if own or folder.parent == folder else self._nearest_file(folder.parent)
+        return self._nearest[folder]
 
 
 def load_config(path: Path) -> Config:
@@ -159,6 +231,10 @@ def config_from_table(table: dict, path: Path) -> Config:
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [tool.peftdoctor]")
     config = Config(source=path)
+    if "respect-gitignore" in table:
+        if not isinstance(table["respect-gitignore"], bool):
+            raise ConfigError(f"{path}: 'respect-gitignore' must be true or false")
+        config.respect_gitignore = table["respect-gitignore"]
     if "select" in table:
         config.select = _code_list(table["select"], "select", path)
     config.ignore = _code_list(table.get("ignore", []), "ignore", path)

@@ -50,7 +50,8 @@ def _is_virtualenv(folder: Path) -> bool:
 
 
 def iter_python_files(paths, config: Config | None = None):
-    """(path, named) for every .py file under `paths`, skipping VCS, caches, virtualenvs and hidden folders.
+    """(path, named) for every .py file under `paths`, skipping VCS, caches, virtualenvs and hidden folders,
+    and what `.gitignore`/`.ignore` files leave out (see peftdoctor.ignore_files) unless the config says not to.
 
     `named` is True for a file given explicitly (even if a folder walk also meets it): it is always checked
     and reported. A file found by walking is reported only when it concerns peft (see `check_file`); macOS
@@ -64,14 +65,18 @@ def iter_python_files(paths, config: Config | None = None):
             raise PathError(f"{raw}: no such file or directory")
         if path.is_file():
             # Named files are excluded too: pre-commit passes every file by name.
-            if path not in seen and not (config and config.is_excluded(path)):
+            if path not in seen and not (config and config.for_path(path).is_excluded(path)):
                 seen.add(path)
                 yield path, True
             continue
         if not os.access(path, os.R_OK | os.X_OK):
             raise PathError(f"{raw}: permission denied")
+        ignore = _ignore_rules(path, config)
         for root, dirs, files in os.walk(path):
             root_path = Path(root)
+            rules = ignore.get(root_path)
+            if rules is not None:
+                rules = rules.enter(root_path)
             dirs[:] = sorted(
                 d
                 for d in dirs
@@ -80,16 +85,30 @@ def iter_python_files(paths, config: Config | None = None):
                 and not d.startswith(".")
                 and not d.endswith(".egg-info")
                 and not _is_virtualenv(root_path / d)
-                and not (config and config.is_excluded(root_path / d))
+                and not (config and config.for_path(root_path / d).is_excluded(root_path / d))
+                and not (rules and rules.ignores(root_path / d, is_dir=True))
             )
+            if rules is not None:
+                ignore.update((root_path / d, rules) for d in dirs)
             for name in sorted(files):
                 if name.endswith(".py") and not name.startswith("._"):
                     file_path = root_path / name
-                    if config and config.is_excluded(file_path):
+                    if config and config.for_path(file_path).is_excluded(file_path):
+                        continue
+                    if rules and rules.ignores(file_path, is_dir=False):
                         continue
                     if file_path not in seen:
                         seen.add(file_path)
                         yield file_path, file_path in named
+
+
+def _ignore_rules(folder: Path, config: Config | None) -> dict:
+    """{folder: IgnoreRules in force above it} for a walk of `folder`; empty when ignore files are not respected."""
+    from peftdoctor.ignore_files import IgnoreRules
+
+    if config is not None and not config.for_path(folder).respect_gitignore:
+        return {}
+    return {folder: IgnoreRules.above(folder)}
 
 
 def _enabled_rules(config: Config, path: str) -> list[Rule]:
@@ -244,7 +263,7 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
         except OSError:
             continue
         mentions = any(n in text for n in needles) or (path in named and any(w in text for w in RELEVANT_WORDS))
-        if mentions and _enabled_rules(config, str(path)):  # a file named on the command line: its imports too
+        if mentions and _enabled_rules(config.for_path(path), str(path)):  # a file named on the command line: its imports too
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
@@ -263,8 +282,10 @@ def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = 
                 cache=None, jobs: int = 1) -> CheckResult:
     """Check every Python file under `paths` as one project; one unparsable file never stops the others.
 
-    `cache` (a peftdoctor.cache.ResultCache) answers the files whose key is unchanged; `jobs` > 1
-    spreads the parts of the project that imports do not join over that many processes.
+    `config`: one Config for every file, or a config.NearestConfigs that gives each file its own
+    (anything with `for_path(path) -> Config`). `cache` (a peftdoctor.cache.ResultCache) answers the
+    files whose key is unchanged; `jobs` > 1 spreads the parts of the project that imports do not
+    join over that many processes.
     """
     from peftdoctor.project_run import run_check
 

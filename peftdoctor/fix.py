@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import libcst as cst
@@ -205,16 +205,21 @@ def write_atomically(path: Path, text: str, encoding: str = "utf-8", expect: Sna
     replace_file(path, lambda stream: stream.write(data), expect)
 
 
-def apply_fixes(paths, config, *, write: bool, stream) -> bool:
-    """Fix (write=True) or show as a unified diff (write=False) every safe fix; True if anything changes."""
+def apply_fixes(paths, config, *, write: bool, stream, show: bool = False) -> bool:
+    """Fix (write=True) or show as a unified diff (write=False) every safe fix; True if anything changes.
+
+    `show`: after writing, list on stderr what was fixed in each file (`--show-fixes`).
+    """
     from peftdoctor.engine import PathError, check_paths
 
     result = check_paths(paths, config)
     by_file: dict[str, list[dict]] = defaultdict(list)
+    codes: dict[str, Counter] = defaultdict(Counter)
     for finding in result.findings:
         fix = finding.extra.get("fix")
         if fix:
             by_file[finding.path].append(fix)
+            codes[finding.path][finding.code] += 1
     # A file met twice (a symlink and its target, two links) is edited once, under its first name.
     by_real: dict[Path, tuple[str, list[dict]]] = {}
     for name in sorted(by_file):
@@ -265,4 +270,17 @@ def apply_fixes(paths, config, *, write: bool, stream) -> bool:
         # stderr: stdout may be carrying a JSON or SARIF report.
         print(f"peftdoctor: fixed {fixed} finding{'s' if fixed != 1 else ''} in {changed_files} "
               f"file{'s' if changed_files != 1 else ''}", file=sys.stderr)
+        if show:
+            _show_fixed([(name, codes[name]) for name, *_ in pending])
     return changed_files > 0
+
+
+def _show_fixed(fixed: list[tuple[str, Counter]]) -> None:
+    """`- path:` then `    N × CODE (name)` per fixed code, as ruff's --show-fixes (stderr)."""
+    from peftdoctor.registry import get_rule
+
+    for name, counts in fixed:
+        print(f"- {name}:", file=sys.stderr)
+        for code, count in sorted(counts.items()):
+            rule = get_rule(code)
+            print(f"    {count} \N{MULTIPLICATION SIGN} {code} ({rule.name if rule else code})", file=sys.stderr)

@@ -97,16 +97,20 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
         parts.setdefault(id(components[real(path)]), _Part()).files.append(path)
     if with_keys:
         hashes = {path: content_hash(blob) for path, blob in data.items()}
-        common = (tool_fingerprint(), config_fingerprint(config, report_unused_noqa), str(root))
+        common = (tool_fingerprint(), str(root))
         pins: dict[Path, str] = {}  # folder -> its pins' fingerprint
+        configs: dict[int, tuple] = {}  # id -> (the settings of some files, their fingerprint)
         for part in parts.values():
             joined = file_key(*sorted(f"{member}:{hashes[member]}" for member in components[real(part.files[0])]))
             for path in part.files:
                 resolved = real(path)
                 if resolved.parent not in pins:
                     pins[resolved.parent] = pins_fingerprint(resolved.parent)
-                part.keys[path] = file_key(*common, str(path), str(path in named), hashes[resolved], joined,
-                                           pins[resolved.parent])
+                settings = config.for_path(path)
+                if id(settings) not in configs:
+                    configs[id(settings)] = (settings, config_fingerprint(settings, report_unused_noqa))
+                part.keys[path] = file_key(*common, configs[id(settings)][1], str(path), str(path in named),
+                                           hashes[resolved], joined, pins[resolved.parent])
     return list(parts.values())
 
 
@@ -176,7 +180,8 @@ def _check_batch(root: Path, parts: list[list[Path]], config: Config, named: set
         for files in parts:
             project = read_project(root, files, config, named)
             try:
-                out.append({path: check_file(path, config, report_unused_noqa, project, named=path in named)
+                out.append({path: check_file(path, config.for_path(path), report_unused_noqa, project,
+                                             named=path in named)
                             for path in files})
             finally:
                 project.close()

@@ -161,18 +161,21 @@ def test_cli_explicit_config_and_bad_cli_code(tmp_path):
 
 
 def test_cli_flags_override_the_file(tmp_path):
-    from peftdoctor.cli import resolve_config
+    from peftdoctor.cli import check_configs, overrides_of
+
+    def resolve_config(path, select, ignore, extend_select):
+        return check_configs(None, overrides_of(select, ignore, extend_select)).for_path(path)
 
     write_pyproject(tmp_path, "[tool.peftdoctor]\nselect = ['PD1']\nignore = ['PD103']\n")
     (tmp_path / "train.py").write_text("x = 1\n")
-    config = resolve_config([str(tmp_path / "train.py")], None, ("PD2",), ("PD202",), ("PD3",))
+    config = resolve_config(tmp_path / "train.py", ("PD2",), ("PD202",), ("PD3",))
     assert config.select == ["PD2"]
     assert config.ignore == ["PD103", "PD202"]
     assert config.extend_select == ["PD3"]
     assert not config.is_enabled("PD101")
     assert config.is_enabled("PD201") and not config.is_enabled("PD202")
     # and without flags, the file decides
-    config = resolve_config([str(tmp_path / "train.py")], None, (), (), ())
+    config = resolve_config(tmp_path / "train.py", (), (), ())
     assert config.is_enabled("PD101") and not config.is_enabled("PD201")
 
 

@@ -191,12 +191,13 @@ def test_cli_diff_then_fix_then_nothing(tmp_path, monkeypatch):
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".peftdoctor_cache"]
     assert not leftovers  # no temporary file of the safe writes
 
-    # a second --fix changes nothing, --diff shows nothing
+    # a second --fix changes nothing, --diff shows no diff and says so on stderr
     mtime = script.stat().st_mtime_ns
     result = runner.invoke(cli, ["check", "--fix", "."])
     assert result.exit_code == 0 and script.stat().st_mtime_ns == mtime
     result = runner.invoke(cli, ["check", "--diff", "."])
-    assert result.exit_code == 0 and result.output == ""
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr == "peftdoctor: no fixes to apply\n"
 
 
 def test_suppressed_finding_is_not_fixed(tmp_path, monkeypatch):

@@ -124,10 +124,15 @@ def test_junit_clean_run_has_one_passing_case():
 
 
 def test_text_statistics(in_repo):
+    """ruff's layout: a line per code (count, code, fixable mark, name) instead of the findings."""
     text = rendered("text", sample_findings(in_repo) * 2, files_checked=2, statistics=True)
-    assert "    2  PD000" in text
-    assert "Found 6 findings in 2 files (2 errors, 2 warnings, 2 infos)." in text
-    assert "hint: fix the syntax error" in text
+    assert text.splitlines() == [
+        "2  PD000  [ ] syntax-error",
+        "2  PD001  [*] unused-suppression",
+        "2  PD605  [ ] adapter-untrained",
+        "Found 6 findings in 2 files (2 errors, 2 warnings, 2 infos).",
+        "[*] 2 fixable with `--fix`.",
+    ]
 
 
 def test_emit_output_is_atomic_and_readable(tmp_path, capsys):

@@ -33,29 +33,38 @@ SAFETENSORS, PICKLE = "adapter_model.safetensors", "adapter_model.bin"
 class InspectResult:
     findings: list[Finding] = field(default_factory=list)
     adapters_checked: int = 0
+    summaries: list[dict] = field(default_factory=list)  # summary.summary_data of each readable adapter
 
 
 def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool = False, device: str = "auto",
                   dtype: str = "auto", device_map=None, merge_check: bool = True,
-                  show_summary: bool = True) -> InspectResult:
-    """Inspect every adapter under `paths`; InputError for a PATH that does not exist."""
+                  show_summary: bool = True, color: bool | None = None) -> InspectResult:
+    """Inspect every adapter under `paths`; InputError for a PATH that does not exist.
+
+    `config`: a Config for every adapter, or a config.NearestConfigs giving each its own.
+    `show_summary`: print each adapter's table on stdout (and deep-check progress on stderr), in `color`
+    (see reporters.text_format.console_for).
+    """
     result = InspectResult()
     console = err_console = None
     if show_summary:
-        from rich.console import Console
+        from peftdoctor.reporters.text_format import console_for
 
-        console = Console(file=sys.stdout, highlight=False, soft_wrap=True, emoji=False)
-        err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        console = console_for(sys.stdout, color)
+        err_console = console_for(sys.stderr, color)
     for folder in find_adapters(paths):
+        folder_config = config.for_path(folder)  # the adapter's nearest config (see config.NearestConfigs)
         try:
-            found, adapter = inspect_adapter(folder, config=config, base=base)
+            found, adapter = inspect_adapter(folder, config=folder_config, base=base)
         except Exception as exc:  # noqa: BLE001 - one odd adapter must not stop the run or print a traceback
             found, adapter = [_internal_error(folder, exc)], None
         result.adapters_checked += 1
-        if adapter is not None and console is not None:
-            from peftdoctor.inspect.summary import print_summary
+        if adapter is not None:
+            from peftdoctor.inspect.summary import print_summary, summary_data
 
-            print_summary(adapter, console)
+            result.summaries.append(summary_data(adapter))
+            if console is not None:
+                print_summary(adapter, console)
         if deep and adapter is not None:
             from peftdoctor.runtime.deep import DeepError, deep_check
 
@@ -67,7 +76,7 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
                 raise InputError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
                 found.append(_internal_error(folder, exc))
-        result.findings += _apply_config(found, config)
+        result.findings += _apply_config(found, folder_config)
     result.findings.sort(key=Finding.sort_key)
     return result
 

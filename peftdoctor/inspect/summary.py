@@ -1,4 +1,4 @@
-"""The short per-adapter table printed before the findings (text output only)."""
+"""What one adapter holds: the short table printed before the findings, and the same facts for JSON."""
 
 from __future__ import annotations
 
@@ -25,6 +25,26 @@ def summary_rows(adapter: Adapter) -> list[tuple[str, str]]:
         ("bytes", _size(sum(t.nbytes for t in adapter.tensors))),
     ]
     return rows
+
+
+def summary_data(adapter: Adapter) -> dict:
+    """The table's facts as numbers and lists (the `adapters` entries of `inspect --format json`)."""
+    config = adapter.config
+    dtypes = Counter(t.dtype for t in adapter.tensors)
+    return {
+        "path": str(adapter.folder),
+        "weights": str(adapter.weights),
+        "peft_type": config.get("peft_type"),
+        "task_type": config.get("task_type"),
+        "base_model": config.get("base_model_name_or_path"),
+        "r": config.get("r"),
+        "lora_alpha": config.get("lora_alpha"),
+        "target_modules": sorted({module.rsplit(".", 1)[-1] for module, _, _ in adapter.lora_tensors()}),
+        "tensors": len(adapter.tensors),
+        "parameters": sum(t.numel for t in adapter.tensors),
+        "dtypes": dict(dtypes.most_common()),
+        "bytes": sum(t.nbytes for t in adapter.tensors),
+    }
 
 
 def _size(count: int) -> str:

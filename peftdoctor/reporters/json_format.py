@@ -16,6 +16,12 @@
           "versions": "",                                         # library versions it applies to
           "fixable": true                                         # `check --fix` can fix it
         }
+      ],
+      "adapters": [                      # inspect only: what each readable adapter holds
+        {"path": "out/adapter", "weights": "out/adapter/adapter_model.safetensors",
+         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model": "...", "r": 8, "lora_alpha": 16,
+         "target_modules": ["q_proj", "v_proj"], "tensors": 4, "parameters": 8192,
+         "dtypes": {"F32": 4}, "bytes": 32768}
       ]
     }
 
@@ -53,8 +59,9 @@ def finding_to_dict(finding: Finding) -> dict:
     }
 
 
-def report(findings: list[Finding], *, files_checked: int | None = None, tool_kind: str = "check") -> dict:
-    return {
+def report(findings: list[Finding], *, files_checked: int | None = None, tool_kind: str = "check",
+           adapters: list[dict] | None = None) -> dict:
+    data = {
         "version": SCHEMA_VERSION,
         "tool": {"name": "peftdoctor", "version": __version__},
         "kind": tool_kind,
@@ -62,9 +69,13 @@ def report(findings: list[Finding], *, files_checked: int | None = None, tool_ki
         "statistics": statistics(findings),
         "findings": [finding_to_dict(f) for f in findings],
     }
+    if tool_kind == "inspect":
+        data["adapters"] = adapters or []
+    return data
 
 
 def write(findings: list[Finding], stream, *, files_checked: int | None = None, tool_kind: str = "check",
-          **_ignored) -> None:
-    json.dump(report(findings, files_checked=files_checked, tool_kind=tool_kind), stream, indent=2)
+          adapters: list[dict] | None = None, **_ignored) -> None:
+    json.dump(report(findings, files_checked=files_checked, tool_kind=tool_kind, adapters=adapters), stream,
+              indent=2)
     stream.write("\n")
