@@ -263,6 +263,37 @@ def explain(code) -> None:
     click.echo(doc.read_text(encoding="utf-8"))
 
 
+@cli.command()
+@click.argument("folder", default="peftdoctor-demo", type=click.Path(file_okay=False))
+def demo(folder) -> None:
+    """Write the bundled example script into FOLDER (default: peftdoctor-demo) and check it."""
+    from peftdoctor.demo import DemoError, write_example
+    from peftdoctor.engine import check_paths
+
+    try:
+        written = write_example(Path(folder))
+    except DemoError as exc:
+        raise UsageFailure(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"$ peftdoctor check {folder}")
+    config = resolve_config([folder], None, (), (), ())
+    result = check_paths([folder], config)
+    emit("text", result.findings, None, files_checked=result.files_checked, tool_kind="check")
+    click.echo(f"\nThe example is yours to edit: `peftdoctor check {folder}`, `peftdoctor check {folder} --diff`, "
+               "`peftdoctor explain PD101`.")
+
+
+@cli.command()
+def server() -> None:
+    """Run the language server (LSP over stdio) for editors; needs `pip install "peftdoctor[lsp]"`."""
+    try:
+        from peftdoctor.server import main as serve
+    except ImportError as exc:
+        raise UsageFailure(f"the language server needs pygls ({exc}): pip install \"peftdoctor[lsp]\"") from None
+    serve()
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -227,11 +227,13 @@ def project_root_of(paths) -> Path:
     return find_project_root(given[0]) if given else Path.cwd()
 
 
-def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset()):
+def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset(),
+                 read=read_source):
     """Interpret every file a rule will read before any rule runs, so that a call from one
     module into another is seen inside the callee too (see facts/calls.py). The files that
     import one of those (their callers: a runner, a main) are walked too, for the values
-    they pass in; rules read them too."""
+    they pass in; rules read them too. `read(path)` gives a file's text (an editor's buffers
+    stand in for the disk, see check_buffer)."""
     from peftdoctor.facts.library import RELEVANT_WORDS
     from peftdoctor.facts.project import Project
     from peftdoctor.facts.reading import ModuleReader
@@ -240,7 +242,7 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
     ruled, others, texts = [], [], {}
     for path in files:
         try:
-            text = texts[path.resolve()] = read_source(path)
+            text = texts[path.resolve()] = read(path)
         except OSError:
             continue
         mentions = any(n in text for n in needles) or (path in named and any(w in text for w in RELEVANT_WORDS))
@@ -248,7 +250,7 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
-    reader = ModuleReader(read_source, {path.resolve() for path in ruled}, texts)
+    reader = ModuleReader(read, {path.resolve() for path in ruled}, texts)
     project = Project(root, reader)
     callers = reader.find_callers(others, project.resolve)
     for path in ruled + callers:
@@ -257,6 +259,25 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
         except (Exception, RecursionError):  # noqa: BLE001 - reported per file as PD002 below
             pass
     return project
+
+
+def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str] | None = None) -> CheckResult:
+    """One file read as `check <path>` reads it, with an editor's unsaved `text` standing in for the disk.
+
+    Its project's modules are read as they would be (the facts follow its imports into them);
+    `buffers` (resolved path -> text) are other unsaved files, read instead of their disk copy.
+    """
+    overlay = {**(buffers or {}), path.resolve(): text}
+
+    def read(module: Path) -> str:
+        found = overlay.get(module.resolve())
+        return found if found is not None else read_source(module)
+
+    project = read_project(project_root_of([path]), [path], config, {path}, read)
+    try:
+        return check_source(text, str(path), config, project_file=(project, path))
+    finally:
+        project.close()
 
 
 def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False,
