@@ -1,4 +1,4 @@
-"""Command line: `peftdoctor check | inspect | rules | explain`.
+"""Command line: `peftdoctor check | inspect | rules | explain | demo | server`.
 
 Exit status: 0 no findings (info findings alone count as none), 1 findings,
 2 usage error or unreadable input. Errors are one line, never a traceback.
@@ -266,7 +266,10 @@ def explain(code) -> None:
 @cli.command()
 @click.argument("folder", default="peftdoctor-demo", type=click.Path(file_okay=False))
 def demo(folder) -> None:
-    """Write the bundled example script into FOLDER (default: peftdoctor-demo) and check it."""
+    """Write the bundled example script into FOLDER and check it.
+
+    FOLDER defaults to ./peftdoctor-demo; no file is overwritten. Exits 0: the findings are the demo.
+    """
     from peftdoctor.demo import DemoError, write_example
     from peftdoctor.engine import check_paths
 
@@ -286,7 +289,10 @@ def demo(folder) -> None:
 
 @cli.command()
 def server() -> None:
-    """Run the language server (LSP over stdio) for editors; needs `pip install "peftdoctor[lsp]"`."""
+    """Run the language server for editors (LSP over stdio).
+
+    Needs `pip install "peftdoctor[lsp]"`; the README shows how to wire it into VS Code and Neovim.
+    """
     try:
         from peftdoctor.server import main as serve
     except ImportError as exc:

@@ -11,9 +11,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_FOLDER = "peftdoctor-demo"
-
-
 class DemoError(Exception):
     """The example could not be written; the message names the path."""
 

@@ -228,12 +228,12 @@ def project_root_of(paths) -> Path:
 
 
 def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset(),
-                 read=read_source):
+                 read=read_source, callers_from=()):
     """Interpret every file a rule will read before any rule runs, so that a call from one
     module into another is seen inside the callee too (see facts/calls.py). The files that
     import one of those (their callers: a runner, a main) are walked too, for the values
-    they pass in; rules read them too. `read(path)` gives a file's text (an editor's buffers
-    stand in for the disk, see check_buffer)."""
+    they pass in; rules read them too. `callers_from`: more files, read only as such callers.
+    `read(path)` gives a file's text (an editor's buffers stand in for the disk, see check_buffer)."""
     from peftdoctor.facts.library import RELEVANT_WORDS
     from peftdoctor.facts.project import Project
     from peftdoctor.facts.reading import ModuleReader
@@ -250,6 +250,14 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
+    for path in callers_from:
+        if path.resolve() not in texts:
+            try:
+                text = texts[path.resolve()] = read(path)
+            except OSError:
+                continue
+            if any(word in text for word in RELEVANT_WORDS):
+                others.append(path)
     reader = ModuleReader(read, {path.resolve() for path in ruled}, texts)
     project = Project(root, reader)
     callers = reader.find_callers(others, project.resolve)
@@ -261,11 +269,14 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
     return project
 
 
-def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str] | None = None) -> CheckResult:
-    """One file read as `check <path>` reads it, with an editor's unsaved `text` standing in for the disk.
+def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str] | None = None,
+                 root: Path | None = None) -> CheckResult:
+    """One file, with an editor's unsaved `text` standing in for the disk, read as part of its project.
 
-    Its project's modules are read as they would be (the facts follow its imports into them);
-    `buffers` (resolved path -> text) are other unsaved files, read instead of their disk copy.
+    `root` is the project (an editor's workspace folder; by default the file's project root): the facts
+    follow the file's imports into its modules, and its files that import this one are read as its
+    callers, as `check <root>` reads them. `buffers` (resolved path -> text) are other unsaved files,
+    read instead of their disk copy.
     """
     overlay = {**(buffers or {}), path.resolve(): text}
 
@@ -273,7 +284,9 @@ def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str]
         found = overlay.get(module.resolve())
         return found if found is not None else read_source(module)
 
-    project = read_project(project_root_of([path]), [path], config, {path}, read)
+    root = root or project_root_of([path])
+    project = read_project(root, [path], config, {path}, read,
+                           callers_from=[found for found, _ in iter_python_files([root], config)])
     try:
         return check_source(text, str(path), config, project_file=(project, path))
     finally:

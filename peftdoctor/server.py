@@ -1,20 +1,23 @@
 """`peftdoctor server`: the checks as a language server (LSP over stdio), for editors.
 
-A Python file open in the editor is checked on open, on every change and on save, as
-`peftdoctor check <file>` would check it, with the editor's unsaved text (and that of the other
-open files) standing in for the disk: same engine, same nearest config, same project facts.
+A Python file open in the editor is checked on open, on every change and on save, as part of its
+project (the workspace folder) the way `peftdoctor check` reads a project, with the editor's unsaved
+text (and that of the other open files) standing in for the disk: same engine, same nearest config.
 Findings become diagnostics; the safe fixes of `check --fix` become code actions; hovering a
 diagnostic shows its rule's doc. Needs pygls (`pip install "peftdoctor[lsp]"`), imported only here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import libcst as cst
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
 from pygls.workspace import TextDocument
 
 from peftdoctor import __version__
@@ -36,10 +39,13 @@ LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 class PeftdoctorServer(LanguageServer):
-    """A pygls server that remembers each open file's findings, for hover and fix-all."""
+    """A pygls server that checks on one worker thread and remembers each open file's findings."""
 
     def __init__(self):
         super().__init__(SOURCE, __version__)
+        # One check at a time, in order, off the event loop: typing queues checks, and a check whose
+        # text is no longer the editor's is skipped (see publish), so a burst of changes costs one check.
+        self.checker = ThreadPoolExecutor(max_workers=1)
         self.findings: dict[str, list[Finding]] = {}
         self.shown_errors: set[str] = set()
 
@@ -88,52 +94,72 @@ def diagnostic(document: TextDocument, lines: list[str], finding: Finding) -> ty
     )
 
 
-def _report_once(ls: PeftdoctorServer, message: str) -> None:
-    """A config error is shown once per session, not on every keystroke."""
-    if message not in ls.shown_errors:
-        ls.shown_errors.add(message)
-        ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
-
-
-def findings_of(ls: PeftdoctorServer, document: TextDocument) -> list[Finding]:
-    """The findings `check` would report for this file, were its unsaved text on disk."""
-    path = Path(document.path)
+def findings_of(path: Path, text: str, others: dict[Path, str],
+                root: Path | None) -> tuple[list[Finding], str | None]:
+    """The findings `check root` would report for this file were its unsaved text on disk, or a config error."""
     try:
         config = nearest_config(path)
     except ConfigError as exc:
-        _report_once(ls, f"peftdoctor: error: {exc}")
-        return []
+        return [], f"peftdoctor: error: {exc}"
     if config.is_excluded(path):
-        return []
-    others = {Path(other.path).resolve(): other.source
-              for uri, other in ls.workspace.text_documents.items()
-              if uri != document.uri and uri.startswith("file:")}
-    return check_buffer(path, document.source, config, others).findings
+        return [], None
+    return check_buffer(path, text, config, others, root).findings, None
 
 
-def publish(ls: PeftdoctorServer, uri: str) -> None:
+def workspace_root(ls: PeftdoctorServer, path: Path) -> Path | None:
+    """The innermost workspace folder holding the file: the project, as a folder given to `check` is."""
+    folders = [Path(to_fs_path(folder.uri)) for folder in ls.workspace.folders.values() if to_fs_path(folder.uri)]
+    if not folders and ls.workspace.root_path:
+        folders = [Path(ls.workspace.root_path)]
+    holding = [folder.resolve() for folder in folders if path.resolve().is_relative_to(folder.resolve())]
+    return max(holding, key=lambda folder: len(folder.parts)) if holding else None
+
+
+def _current(ls: PeftdoctorServer, uri: str, version) -> bool:
+    return uri in ls.workspace.text_documents and ls.workspace.get_text_document(uri).version == version
+
+
+async def publish(ls: PeftdoctorServer, uri: str) -> None:
+    """Check the file as the editor has it now and publish the diagnostics, unless it changed meanwhile."""
     document = ls.workspace.get_text_document(uri)
     if not uri.startswith("file:") or not document.path.endswith(".py"):
         return  # an untitled buffer or a notebook: nothing `check` would read
-    findings = ls.findings[uri] = findings_of(ls, document)
-    lines = _lines(document.source)
+    version, text = document.version, document.source
+    others = {Path(other.path).resolve(): other.source for key, other in ls.workspace.text_documents.items()
+              if key != uri and key.startswith("file:")}
+
+    def check():
+        path = Path(document.path)
+        return findings_of(path, text, others, workspace_root(ls, path)) if _current(ls, uri, version) else None
+
+    outcome = await asyncio.get_running_loop().run_in_executor(ls.checker, check)
+    if outcome is None or not _current(ls, uri, version):
+        return  # a newer text is queued, or the file was closed
+    findings, error = outcome
+    if error is not None and error not in ls.shown_errors:  # once per session, not on every keystroke
+        ls.shown_errors.add(error)
+        ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=error))
+    ls.findings[uri] = findings
+    lines = _lines(text)
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-        uri=uri, version=document.version, diagnostics=[diagnostic(document, lines, f) for f in findings]))
+        uri=uri, version=version, diagnostics=[diagnostic(document, lines, f) for f in findings]))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-def did_open(ls: PeftdoctorServer, params: types.DidOpenTextDocumentParams) -> None:
-    publish(ls, params.text_document.uri)
+async def did_open(ls: PeftdoctorServer, params: types.DidOpenTextDocumentParams) -> None:
+    await publish(ls, params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-def did_change(ls: PeftdoctorServer, params: types.DidChangeTextDocumentParams) -> None:
-    publish(ls, params.text_document.uri)
+async def did_change(ls: PeftdoctorServer, params: types.DidChangeTextDocumentParams) -> None:
+    await publish(ls, params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
-def did_save(ls: PeftdoctorServer, params: types.DidSaveTextDocumentParams) -> None:
-    publish(ls, params.text_document.uri)
+async def did_save(ls: PeftdoctorServer, params: types.DidSaveTextDocumentParams) -> None:
+    """A saved file can change what the other open files see (a helper module, a pyproject.toml): all are checked."""
+    saved = params.text_document.uri
+    await asyncio.gather(*(publish(ls, uri) for uri in [saved, *(u for u in ls.workspace.text_documents if u != saved)]))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

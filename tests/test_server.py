@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 pytest_lsp = pytest.importorskip("pytest_lsp")
-from lsprotocol import types  # noqa: E402
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities  # noqa: E402
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "fixtures" / "demo" / "train_lora.py"
@@ -33,11 +34,36 @@ model = wrap(base)
 model = PeftModel.from_pretrained(model, "adapter")
 '''
 
+LOADER = '''from peft import PeftModel
+
+
+def load_adapter(model, folder):
+    return PeftModel.from_pretrained(model, folder)
+'''
+LOADER_CALLER = '''from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from src.loading import load_adapter
+
+model = get_peft_model(AutoModelForCausalLM.from_pretrained("base"), LoraConfig(r=8, target_modules=["q_proj"]))
+model = load_adapter(model, "adapter")
+'''
+
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "peftdoctor", "server"]))
 async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=None))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "peftdoctor", "server"]))
+async def workspace_client(lsp_client: LanguageClient, tmp_path: Path):
+    """A client whose workspace folder is tmp_path (a folder with no project marker, as many repositories are)."""
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("neovim"),
+        workspace_folders=[types.WorkspaceFolder(uri=tmp_path.as_uri(), name="workspace")]))
     yield
     await lsp_client.shutdown_session()
 
@@ -71,7 +97,7 @@ async def _change(client: LanguageClient, path: Path, text: str, version: int) -
 
 def _cli_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "peftdoctor", "check", "--no-cache", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, check=False, capture_output=True, text=True, timeout=300)
 
 
 def _apply(text: str, edit: types.TextEdit) -> str:
@@ -86,8 +112,6 @@ async def test_open_publishes_what_check_reports(client: LanguageClient, project
     script = project / "train_lora.py"
     diagnostics = await _open(client, script)
     cli = _cli_check("--format", "json", "train_lora.py", cwd=project)
-    import json
-
     expected = [(f["code"], f["line"], f["column"], f["end_line"], f["end_column"])
                 for f in json.loads(cli.stdout)["findings"]]
     got = [(d.code, d.range.start.line + 1, d.range.start.character + 1, d.range.end.line + 1,
@@ -97,6 +121,21 @@ async def test_open_publishes_what_check_reports(client: LanguageClient, project
     assert first.source == "peftdoctor" and first.severity == types.DiagnosticSeverity.Error
     assert first.code_description.href.endswith(f"rules/{first.code}.md")
     assert "hint: " in first.message
+
+
+@pytest.mark.asyncio
+async def test_columns_are_utf16_as_lsp_counts_them(client: LanguageClient, project: Path):
+    """An emoji is one character to Python and two UTF-16 units to the editor: the range must use the latter."""
+    script = project / "wrap.py"
+    script.write_text('from peft import PeftModel\n\nmodel = PeftModel.from_pretrained(None, "a")\n'
+                      'tag = "\U0001f917"; again = PeftModel.from_pretrained(model, "\U0001f917")\n', encoding="utf-8")
+    (diagnostic,) = await _open(client, script)
+    cli = _cli_check("--format", "json", "wrap.py", cwd=project)
+    (finding,) = json.loads(cli.stdout)["findings"]
+    assert diagnostic.code == finding["code"] == "PD101" and finding["line"] == 4
+    # 0-based is column - 1; one emoji (one extra unit) lies before the start, two before the end
+    assert (diagnostic.range.start.character, diagnostic.range.end.character) == \
+        (finding["column"], finding["end_column"] + 1)
 
 
 @pytest.mark.asyncio
@@ -129,6 +168,23 @@ async def test_facts_follow_imports_into_disk_files_and_unsaved_buffers(client: 
 
 
 @pytest.mark.asyncio
+async def test_callers_in_the_workspace_are_read_as_check_reads_the_folder(workspace_client: LanguageClient,
+                                                                           tmp_path: Path):
+    """A helper that loads an adapter is fine alone; the workspace's main passes it a PeftModel: `check .` flags
+    the helper's line, and so does the editor, though the helper's project root (no marker) is its own folder."""
+    (tmp_path / "src").mkdir()
+    helper = tmp_path / "src" / "loading.py"
+    helper.write_text(LOADER, encoding="utf-8")
+    (tmp_path / "main.py").write_text(LOADER_CALLER, encoding="utf-8")
+    (expected,) = json.loads(_cli_check("--format", "json", ".", cwd=tmp_path).stdout)["findings"]
+    assert json.loads(_cli_check("--format", "json", "src/loading.py", cwd=tmp_path).stdout)["findings"] == []
+    (diagnostic,) = await _open(workspace_client, helper)
+    assert (diagnostic.code, diagnostic.range.start.line + 1, diagnostic.range.start.character + 1) == \
+        (expected["code"], expected["line"], expected["column"]) == ("PD101", 5, 12)
+    assert "main.py:6" in diagnostic.message
+
+
+@pytest.mark.asyncio
 async def test_config_applies_and_a_broken_one_is_one_message(client: LanguageClient, project: Path):
     (project / "pyproject.toml").write_text("[tool.peftdoctor]\nignore = ['PD404', 'PD3']\n", encoding="utf-8")
     diagnostics = await _open(client, project / "train_lora.py")
@@ -136,7 +192,7 @@ async def test_config_applies_and_a_broken_one_is_one_message(client: LanguageCl
     (project / "pyproject.toml").write_text("[tool.peftdoctor]\nignore = 'PD404\n", encoding="utf-8")
     shown = client.protocol.wait_for_notification_async(types.WINDOW_SHOW_MESSAGE)
     diagnostics = await _diagnostics(client, lambda: client.text_document_did_save(types.DidSaveTextDocumentParams(
-        text_document=types.TextDocumentIdentifier(uri=(project / "train_lora.py").as_uri()))))
+        text_document=types.TextDocumentIdentifier(uri=(project / "pyproject.toml").as_uri()))))
     message = (await shown).message
     assert diagnostics == [] and message.startswith("peftdoctor: error: ") and "pyproject.toml" in message
     assert "\n" not in message and "Traceback" not in message
@@ -191,7 +247,7 @@ def test_server_without_pygls_is_one_line():
     """The light install has no pygls: `peftdoctor server` says what to install, exit 2, no traceback."""
     code = ("import sys; sys.modules['pygls'] = None; sys.argv = ['peftdoctor', 'server']\n"
             "from peftdoctor.cli import main; main()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("peftdoctor: error: the language server needs pygls")
     assert 'pip install "peftdoctor[lsp]"' in done.stderr and done.stderr.count("\n") == 1
@@ -201,5 +257,6 @@ def test_check_never_imports_pygls(project: Path):
     code = ("import sys; from peftdoctor.cli import main; sys.argv = ['peftdoctor', 'check', '--no-cache', '.']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pygls', 'lsprotocol')))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=project, check=False, capture_output=True, text=True,
+                          timeout=300)
     assert done.stdout.strip().endswith("[]")
