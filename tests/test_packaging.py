@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_demo_never_overwrites(tmp_path: Path):
     blocked = _run([sys.executable, "-m", "peftdoctor", "demo", "plain/inside"], tmp_path)
     assert blocked.returncode == 2 and blocked.stderr.startswith("peftdoctor: error: plain/inside")
     assert blocked.stderr.count("\n") == 1 and "Traceback" not in blocked.stderr
+
+
+def test_a_wheel_built_from_the_sdist_ships_the_same_files(wheel: Path, tmp_path: Path):
+    """pip builds from the sdist when no wheel fits: the license, docs and demo must be in the sdist too."""
+    done = _run([sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)], cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    (sdist,) = tmp_path.glob("peftdoctor-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # 3.10.12+
+    (unpacked,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    done = _run([sys.executable, "-m", "pip", "wheel", str(unpacked), "--no-deps", "--no-build-isolation", "-q",
+                 "-w", str(tmp_path / "out")], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (rebuilt,) = (tmp_path / "out").glob("peftdoctor-*.whl")
+    with zipfile.ZipFile(wheel) as direct, zipfile.ZipFile(rebuilt) as from_sdist:
+        assert sorted(from_sdist.namelist()) == sorted(direct.namelist())
