@@ -275,18 +275,24 @@ def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str]
 
     `root` is the project (an editor's workspace folder; by default the file's project root): the facts
     follow the file's imports into its modules, and its files that import this one are read as its
-    callers, as `check <root>` reads them. `buffers` (resolved path -> text) are other unsaved files,
-    read instead of their disk copy.
+    callers, as `check <root>` reads them. A file with neither is read as `check <file>` reads it (its
+    folder, maybe a home or downloads folder, is not walked). `buffers` (resolved path -> text) are other
+    unsaved files, read instead of their disk copy.
     """
+    from peftdoctor.project_root import ROOT_MARKERS
+
     overlay = {**(buffers or {}), path.resolve(): text}
 
     def read(module: Path) -> str:
         found = overlay.get(module.resolve())
         return found if found is not None else read_source(module)
 
-    root = root or project_root_of([path])
-    project = read_project(root, [path], config, {path}, read,
-                           callers_from=[found for found, _ in iter_python_files([root], config)])
+    walk = root is not None  # an editor's workspace folder
+    if root is None:
+        root = project_root_of([path])
+        walk = any((root / marker).exists() for marker in ROOT_MARKERS)  # a project, not just the file's folder
+    callers_from = [found for found, _ in iter_python_files([root], config)] if walk else []
+    project = read_project(root, [path], config, {path}, read, callers_from)
     try:
         return check_source(text, str(path), config, project_file=(project, path))
     finally:

@@ -22,7 +22,7 @@ from pygls.workspace import TextDocument
 
 from peftdoctor import __version__
 from peftdoctor.config import ConfigError, nearest_config
-from peftdoctor.engine import check_buffer
+from peftdoctor.engine import PathError, check_buffer
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.fix import FixError, apply_edits
 from peftdoctor.registry import doc_path, get_rule
@@ -103,7 +103,10 @@ def findings_of(path: Path, text: str, others: dict[Path, str],
         return [], f"peftdoctor: error: {exc}"
     if config.is_excluded(path):
         return [], None
-    return check_buffer(path, text, config, others, root).findings, None
+    try:
+        return check_buffer(path, text, config, others, root).findings, None
+    except PathError as exc:  # a project folder that cannot be read
+        return [], f"peftdoctor: error: {exc}"
 
 
 def workspace_root(ls: PeftdoctorServer, path: Path) -> Path | None:
