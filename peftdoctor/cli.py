@@ -1,4 +1,4 @@
-"""Command line: `peftdoctor check | inspect | rules | explain`.
+"""Command line: `peftdoctor check | inspect | rules | explain | demo | server`.
 
 Exit status: 0 no findings (info findings alone count as none), 1 findings,
 2 usage error or unreadable input. Errors are one line, never a traceback.
@@ -345,6 +345,42 @@ def explain(code) -> None:
         click.echo(f"{rule.code} {rule.name}: {rule.summary}")
         return
     click.echo(doc.read_text(encoding="utf-8"))
+
+
+@cli.command()
+@click.argument("folder", default="peftdoctor-demo", type=click.Path(file_okay=False))
+def demo(folder) -> None:
+    """Write the bundled example script into FOLDER and check it.
+
+    FOLDER defaults to ./peftdoctor-demo; no file is overwritten. Exits 0: the findings are the demo.
+    """
+    from peftdoctor.demo import DemoError, write_example
+    from peftdoctor.engine import check_paths
+
+    try:
+        written = write_example(Path(folder))
+    except DemoError as exc:
+        raise UsageFailure(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"$ peftdoctor check {folder}")
+    result = check_paths([folder], check_configs(None, overrides_of((), (), ())))
+    emit("text", result.findings, None, files_checked=result.files_checked, tool_kind="check")
+    click.echo(f"\nThe example is yours to edit: `peftdoctor check {folder}`, `peftdoctor check {folder} --diff`, "
+               "`peftdoctor explain PD101`.")
+
+
+@cli.command()
+def server() -> None:
+    """Run the language server for editors (LSP over stdio).
+
+    Needs `pip install "peftdoctor[lsp]"`; the README shows how to wire it into VS Code and Neovim.
+    """
+    try:
+        from peftdoctor.server import main as serve
+    except ImportError as exc:
+        raise UsageFailure(f"the language server needs pygls ({exc}): pip install \"peftdoctor[lsp]\"") from None
+    serve()
 
 
 def main() -> None:

@@ -246,11 +246,13 @@ def project_root_of(paths) -> Path:
     return find_project_root(given[0]) if given else Path.cwd()
 
 
-def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset()):
+def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset(),
+                 read=read_source, callers_from=()):
     """Interpret every file a rule will read before any rule runs, so that a call from one
     module into another is seen inside the callee too (see facts/calls.py). The files that
     import one of those (their callers: a runner, a main) are walked too, for the values
-    they pass in; rules read them too."""
+    they pass in; rules read them too. `callers_from`: more files, read only as such callers.
+    `read(path)` gives a file's text (an editor's buffers stand in for the disk, see check_buffer)."""
     from peftdoctor.facts.library import RELEVANT_WORDS
     from peftdoctor.facts.project import Project
     from peftdoctor.facts.reading import ModuleReader
@@ -259,7 +261,7 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
     ruled, others, texts = [], [], {}
     for path in files:
         try:
-            text = texts[path.resolve()] = read_source(path)
+            text = texts[path.resolve()] = read(path)
         except OSError:
             continue
         mentions = any(n in text for n in needles) or (path in named and any(w in text for w in RELEVANT_WORDS))
@@ -267,7 +269,15 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
             ruled.append(path)
         elif any(word in text for word in RELEVANT_WORDS):
             others.append(path)
-    reader = ModuleReader(read_source, {path.resolve() for path in ruled}, texts)
+    for path in callers_from:
+        if path.resolve() not in texts:
+            try:
+                text = texts[path.resolve()] = read(path)
+            except OSError:
+                continue
+            if any(word in text for word in RELEVANT_WORDS):
+                others.append(path)
+    reader = ModuleReader(read, {path.resolve() for path in ruled}, texts)
     project = Project(root, reader)
     callers = reader.find_callers(others, project.resolve)
     for path in ruled + callers:
@@ -276,6 +286,36 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
         except (Exception, RecursionError):  # noqa: BLE001 - reported per file as PD002 below
             pass
     return project
+
+
+def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str] | None = None,
+                 root: Path | None = None) -> CheckResult:
+    """One file, with an editor's unsaved `text` standing in for the disk, read as part of its project.
+
+    `root` is the project (an editor's workspace folder; by default the file's project root): the facts
+    follow the file's imports into its modules, and its files that import this one are read as its
+    callers, as `check <root>` reads them. A file with neither is read as `check <file>` reads it (its
+    folder, maybe a home or downloads folder, is not walked). `buffers` (resolved path -> text) are other
+    unsaved files, read instead of their disk copy.
+    """
+    from peftdoctor.project_root import ROOT_MARKERS
+
+    overlay = {**(buffers or {}), path.resolve(): text}
+
+    def read(module: Path) -> str:
+        found = overlay.get(module.resolve())
+        return found if found is not None else read_source(module)
+
+    walk = root is not None  # an editor's workspace folder
+    if root is None:
+        root = project_root_of([path])
+        walk = any((root / marker).exists() for marker in ROOT_MARKERS)  # a project, not just the file's folder
+    callers_from = [found for found, _ in iter_python_files([root], config)] if walk else []
+    project = read_project(root, [path], config, {path}, read, callers_from)
+    try:
+        return check_source(text, str(path), config, project_file=(project, path))
+    finally:
+        project.close()
 
 
 def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False,

@@ -176,6 +176,9 @@ class _Item(pytest.Item):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.add_marker(ITEM_NAME)
+        # No fixtures here, but plugins read a test function's `funcargs` from every item: pytest-lsp 1.0's
+        # pytest_runtest_call wrapper returns without yielding when it is missing, failing every item of ours.
+        self.funcargs = {}
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, PeftdoctorError):

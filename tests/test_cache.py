@@ -121,7 +121,8 @@ def test_the_folder_is_trimmed_to_its_bound(tmp_path):
     assert len(list((tmp_path / "cache").glob("??/*.json"))) == 8
 
 
-def test_the_cli_keeps_its_cache_at_the_project_root_out_of_git(project):
+def test_the_cli_keeps_its_cache_at_the_project_root_out_of_git(project, monkeypatch):
+    monkeypatch.delenv("PEFTDOCTOR_CACHE_DIR", raising=False)
     runner = CliRunner()
     first = runner.invoke(cli, ["check", str(project)])
     folder = project / ".peftdoctor_cache"
@@ -131,7 +132,8 @@ def test_the_cli_keeps_its_cache_at_the_project_root_out_of_git(project):
     assert first.exit_code == second.exit_code == 1 and first.output == second.output
 
 
-def test_no_cache_writes_nothing(project):
+def test_no_cache_writes_nothing(project, monkeypatch):
+    monkeypatch.delenv("PEFTDOCTOR_CACHE_DIR", raising=False)
     result = CliRunner().invoke(cli, ["check", "--no-cache", str(project)])
     assert result.exit_code == 1 and not (project / ".peftdoctor_cache").exists()
 

@@ -1,0 +1,262 @@
+"""`peftdoctor server` end to end: pytest-lsp's client speaks LSP over stdio to the real server process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_lsp = pytest.importorskip("pytest_lsp")
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "fixtures" / "demo" / "train_lora.py"
+PUBLISH = types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS
+
+HELPERS = '''from peft import LoraConfig, get_peft_model
+
+
+def wrap(model):
+    return get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj"]))
+'''
+CALLER = '''from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from helpers import wrap
+
+base = AutoModelForCausalLM.from_pretrained("base")
+model = wrap(base)
+model = PeftModel.from_pretrained(model, "adapter")
+'''
+
+LOADER = '''from peft import PeftModel
+
+
+def load_adapter(model, folder):
+    return PeftModel.from_pretrained(model, folder)
+'''
+LOADER_CALLER = '''from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from src.loading import load_adapter
+
+model = get_peft_model(AutoModelForCausalLM.from_pretrained("base"), LoraConfig(r=8, target_modules=["q_proj"]))
+model = load_adapter(model, "adapter")
+'''
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "peftdoctor", "server"]))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri=None))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "peftdoctor", "server"]))
+async def workspace_client(lsp_client: LanguageClient, tmp_path: Path):
+    """A client whose workspace folder is tmp_path (a folder with no project marker, as many repositories are)."""
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("neovim"),
+        workspace_folders=[types.WorkspaceFolder(uri=tmp_path.as_uri(), name="workspace")]))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder (its pyproject.toml marks the root) holding a copy of the demo script."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
+    shutil.copy(DEMO, tmp_path / "train_lora.py")
+    return tmp_path
+
+
+async def _diagnostics(client: LanguageClient, send) -> list[types.Diagnostic]:
+    """Send one notification and return the diagnostics the server publishes in answer."""
+    published = client.protocol.wait_for_notification_async(PUBLISH)
+    send()
+    return list((await published).diagnostics)
+
+
+async def _open(client: LanguageClient, path: Path, text: str | None = None) -> list[types.Diagnostic]:
+    text = path.read_text(encoding="utf-8") if text is None else text
+    return await _diagnostics(client, lambda: client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=path.as_uri(), language_id="python", version=1, text=text))))
+
+
+async def _change(client: LanguageClient, path: Path, text: str, version: int) -> list[types.Diagnostic]:
+    return await _diagnostics(client, lambda: client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=path.as_uri(), version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)])))
+
+
+def _cli_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peftdoctor", "check", "--no-cache", *args],
+                          cwd=cwd, check=False, capture_output=True, text=True, timeout=300)
+
+
+def _apply(text: str, edit: types.TextEdit) -> str:
+    lines = text.splitlines(keepends=True)
+    start = sum(len(line) for line in lines[:edit.range.start.line]) + edit.range.start.character
+    end = sum(len(line) for line in lines[:edit.range.end.line]) + edit.range.end.character
+    return text[:start] + edit.new_text + text[end:]
+
+
+@pytest.mark.asyncio
+async def test_open_publishes_what_check_reports(client: LanguageClient, project: Path):
+    script = project / "train_lora.py"
+    diagnostics = await _open(client, script)
+    cli = _cli_check("--format", "json", "train_lora.py", cwd=project)
+    expected = [(f["code"], f["line"], f["column"], f["end_line"], f["end_column"])
+                for f in json.loads(cli.stdout)["findings"]]
+    got = [(d.code, d.range.start.line + 1, d.range.start.character + 1, d.range.end.line + 1,
+            d.range.end.character + 1) for d in diagnostics]
+    assert got == expected and {code for code, *_ in got} == {"PD101", "PD103", "PD302", "PD404"}
+    first = diagnostics[0]
+    assert first.source == "peftdoctor" and first.severity == types.DiagnosticSeverity.Error
+    assert first.code_description.href.endswith(f"rules/{first.code}.md")
+    assert "hint: " in first.message
+
+
+@pytest.mark.asyncio
+async def test_columns_are_utf16_as_lsp_counts_them(client: LanguageClient, project: Path):
+    """An emoji is one character to Python and two UTF-16 units to the editor: the range must use the latter."""
+    script = project / "wrap.py"
+    script.write_text('from peft import PeftModel\n\nmodel = PeftModel.from_pretrained(None, "a")\n'
+                      'tag = "\U0001f917"; again = PeftModel.from_pretrained(model, "\U0001f917")\n', encoding="utf-8")
+    (diagnostic,) = await _open(client, script)
+    cli = _cli_check("--format", "json", "wrap.py", cwd=project)
+    (finding,) = json.loads(cli.stdout)["findings"]
+    assert diagnostic.code == finding["code"] == "PD101" and finding["line"] == 4
+    # 0-based is column - 1; one emoji (one extra unit) lies before the start, two before the end
+    assert (diagnostic.range.start.character, diagnostic.range.end.character) == \
+        (finding["column"], finding["end_column"] + 1)
+
+
+@pytest.mark.asyncio
+async def test_unsaved_text_is_checked_not_the_disk(client: LanguageClient, project: Path):
+    script = project / "train_lora.py"
+    on_disk = script.read_text(encoding="utf-8")
+    await _open(client, script)
+    fixed = on_disk.replace("PeftModel.from_pretrained(model, args.resume)",
+                            "PeftModel.from_pretrained(model, args.resume, is_trainable=True)")
+    diagnostics = await _change(client, script, fixed, 2)
+    assert "PD103" not in {d.code for d in diagnostics} and "PD101" in {d.code for d in diagnostics}
+    broken = await _change(client, script, fixed + "\nx = (\n", 3)  # mid-edit: a syntax error, not a crash
+    assert [d.code for d in broken] == ["PD000"]
+    assert script.read_text(encoding="utf-8") == on_disk
+
+
+@pytest.mark.asyncio
+async def test_facts_follow_imports_into_disk_files_and_unsaved_buffers(client: LanguageClient, tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
+    helpers, caller = tmp_path / "helpers.py", tmp_path / "train.py"
+    helpers.write_text(HELPERS, encoding="utf-8")
+    caller.write_text(CALLER, encoding="utf-8")
+    diagnostics = await _open(client, caller)
+    assert [(d.code, d.range.start.line) for d in diagnostics] == [("PD101", 7)]  # wrap() is get_peft_model
+    # helpers.py edited in the editor, not saved: the caller's next check reads the buffer
+    await _open(client, helpers, HELPERS.replace('return get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj"]))',
+                                                 "return model"))
+    diagnostics = await _change(client, caller, CALLER + "\n", 2)
+    assert diagnostics == []
+
+
+@pytest.mark.asyncio
+async def test_callers_in_the_workspace_are_read_as_check_reads_the_folder(workspace_client: LanguageClient,
+                                                                           tmp_path: Path):
+    """A helper that loads an adapter is fine alone; the workspace's main passes it a PeftModel: `check .` flags
+    the helper's line, and so does the editor, though the helper's project root (no marker) is its own folder."""
+    (tmp_path / "src").mkdir()
+    helper = tmp_path / "src" / "loading.py"
+    helper.write_text(LOADER, encoding="utf-8")
+    (tmp_path / "main.py").write_text(LOADER_CALLER, encoding="utf-8")
+    (expected,) = json.loads(_cli_check("--format", "json", ".", cwd=tmp_path).stdout)["findings"]
+    assert json.loads(_cli_check("--format", "json", "src/loading.py", cwd=tmp_path).stdout)["findings"] == []
+    (diagnostic,) = await _open(workspace_client, helper)
+    assert (diagnostic.code, diagnostic.range.start.line + 1, diagnostic.range.start.character + 1) == \
+        (expected["code"], expected["line"], expected["column"]) == ("PD101", 5, 12)
+    assert "main.py:6" in diagnostic.message
+
+
+@pytest.mark.asyncio
+async def test_config_applies_and_a_broken_one_is_one_message(client: LanguageClient, project: Path):
+    (project / "pyproject.toml").write_text("[tool.peftdoctor]\nignore = ['PD404', 'PD3']\n", encoding="utf-8")
+    diagnostics = await _open(client, project / "train_lora.py")
+    assert sorted(d.code for d in diagnostics) == ["PD101", "PD103"]
+    (project / "pyproject.toml").write_text("[tool.peftdoctor]\nignore = 'PD404\n", encoding="utf-8")
+    shown = client.protocol.wait_for_notification_async(types.WINDOW_SHOW_MESSAGE)
+    diagnostics = await _diagnostics(client, lambda: client.text_document_did_save(types.DidSaveTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=(project / "pyproject.toml").as_uri()))))
+    message = (await shown).message
+    assert diagnostics == [] and message.startswith("peftdoctor: error: ") and "pyproject.toml" in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+@pytest.mark.asyncio
+async def test_code_actions_make_the_same_edit_as_check_fix(client: LanguageClient, project: Path, tmp_path_factory):
+    script = project / "train_lora.py"
+    text = script.read_text(encoding="utf-8")
+    diagnostics = await _open(client, script)
+    pd103 = next(d for d in diagnostics if d.code == "PD103")
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=script.as_uri()), range=pd103.range,
+        context=types.CodeActionContext(diagnostics=diagnostics)))
+    quick = [a for a in actions if a.kind == types.CodeActionKind.QuickFix]
+    assert [a.diagnostics[0].code for a in quick] == ["PD103"]  # the other findings have no safe fix
+    (edit,) = quick[0].edit.document_changes[0].edits
+    assert edit.range.start.line == edit.range.end.line - 1 == pd103.range.start.line  # one line replaced
+    other = tmp_path_factory.mktemp("fixed") / "train_lora.py"
+    shutil.copy(DEMO, other)
+    _cli_check("--fix", str(other), cwd=other.parent)
+    assert "PeftModel.from_pretrained(model, args.resume, is_trainable=True)" in other.read_text(encoding="utf-8")
+    assert _apply(text, edit) == other.read_text(encoding="utf-8")
+    fix_all = [a for a in actions if a.kind == "source.fixAll.peftdoctor"]
+    assert _apply(text, fix_all[0].edit.document_changes[0].edits[0]) == other.read_text(encoding="utf-8")
+
+
+@pytest.mark.asyncio
+async def test_hover_shows_the_rule_doc(client: LanguageClient, project: Path):
+    script = project / "train_lora.py"
+    diagnostics = await _open(client, script)
+    pd101 = next(d for d in diagnostics if d.code == "PD101")
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=script.as_uri()), position=pd101.range.start))
+    assert hover.contents.kind == types.MarkupKind.Markdown
+    assert hover.contents.value == (REPO / "rules" / "PD101.md").read_text(encoding="utf-8")
+    nothing = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=script.as_uri()), position=types.Position(line=0, character=0)))
+    assert nothing is None
+
+
+@pytest.mark.asyncio
+async def test_close_clears_the_diagnostics(client: LanguageClient, project: Path):
+    script = project / "train_lora.py"
+    assert await _open(client, script)
+    cleared = await _diagnostics(client, lambda: client.text_document_did_close(types.DidCloseTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=script.as_uri()))))
+    assert cleared == []
+
+
+def test_server_without_pygls_is_one_line():
+    """The light install has no pygls: `peftdoctor server` says what to install, exit 2, no traceback."""
+    code = ("import sys; sys.modules['pygls'] = None; sys.argv = ['peftdoctor', 'server']\n"
+            "from peftdoctor.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("peftdoctor: error: the language server needs pygls")
+    assert 'pip install "peftdoctor[lsp]"' in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_check_never_imports_pygls(project: Path):
+    code = ("import sys; from peftdoctor.cli import main; sys.argv = ['peftdoctor', 'check', '--no-cache', '.']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pygls', 'lsprotocol')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=project, check=False, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip().endswith("[]")
