@@ -43,6 +43,12 @@ for _code, _name, _severity, _summary in (
      "The weights use kohya or diffusers LoRA key names where peft's base_model.model.*.lora_A/B are expected."),
     ("PD616", "adapter-base-shape-mismatch", E,
      "LoRA A/B shapes do not fit the local base's weights (read from its safetensors headers)."),
+    ("PD617", "adapter-tied-embeddings", W,
+     "LoRA on lm_head or the input embedding of a base that ties them (tie_word_embeddings): merging changes "
+     "both layers."),
+    ("PD618", "adapter-init-not-converted", W,
+     "A PiSSA / OLoRA / CorDA / LoRA-GA adapter saved without path_initial_model_for_weight_conversion: right only "
+     "on the residual base it was trained on."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

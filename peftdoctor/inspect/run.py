@@ -18,7 +18,9 @@ from peftdoctor.inspect.base_checks import check_base_shapes, check_targets, che
     read_base, unmatched_modules_to_save
 from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
 from peftdoctor.inspect.discover import InputError, find_adapters
+from peftdoctor.inspect.embedding_checks import check_tied_embeddings
 from peftdoctor.inspect.findings import finding
+from peftdoctor.inspect.init_checks import check_unconverted_init
 from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
 from peftdoctor.inspect.safetensors_header import read_header
 from peftdoctor.inspect.tokenizer_files import token_count
@@ -135,7 +137,9 @@ def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
     if not foreign:  # keys of another scheme say nothing about peft's modules
         found += check_targets(adapter, base)
         found += check_base_shapes(adapter, base)
+        found += check_tied_embeddings(adapter, base)
     found += check_task_head(adapter, base)
+    found += check_unconverted_init(adapter)
     if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
         found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
     wants_values = [c for c in ("PD605", "PD606") if config.is_enabled(c, weights)]

@@ -1,0 +1,138 @@
+"""The failures PD617 and PD618 report really happen, with real torch / transformers / peft on CPU.
+
+PD617: LoRA on lm_head of a base that ties it to the input embedding; merging moves both layers.
+PD618: a PiSSA / OLoRA adapter saved without conversion is wrong on the original base as a plain LoRA
+(what a serving engine applies), and a randomized PiSSA is wrong even through peft's own loader.
+Each has a control: the fixed form gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model  # noqa: E402
+from tiny import VOCAB, tiny_llama  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def train(model, steps: int = 3) -> None:
+    """Real AdamW steps on random tokens, so the adapter moves off its initialisation."""
+    torch.manual_seed(2)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        ids = torch.randint(0, VOCAB, (2, 8))
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@torch.no_grad()
+def logits(model, ids):
+    return model(input_ids=ids).logits
+
+
+IDS = torch.arange(3, 19).reshape(2, 8)
+
+
+@pytest.fixture(scope="module")
+def tied_base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tied") / "base"
+    tiny_llama(tie_word_embeddings=True).save_pretrained(folder)
+    return folder
+
+
+def merge_gap(base_folder, config) -> float:
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder), config)
+    train(model)
+    unmerged = logits(model, IDS)
+    merged = model.merge_and_unload()
+    return (logits(merged, IDS) - unmerged).abs().max().item()
+
+
+def test_pd617_merging_lora_on_a_tied_lm_head_changes_the_embeddings_too(tied_base):
+    base = AutoModelForCausalLM.from_pretrained(tied_base)
+    assert base.lm_head.weight.data_ptr() == base.model.embed_tokens.weight.data_ptr()
+    gap = merge_gap(tied_base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"]))
+    assert gap > 0.05, gap
+
+
+def test_pd617_control_modules_to_save_and_untied_base_merge_exactly(tied_base, tmp_path):
+    kept_out = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    assert merge_gap(tied_base, kept_out) < 1e-4
+    untied = tmp_path / "untied"
+    tiny_llama(tie_word_embeddings=False).save_pretrained(untied)
+    assert merge_gap(untied, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"])) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def llama_base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama") / "base"
+    tiny_llama().save_pretrained(folder)
+    return folder
+
+
+def trained_adapter(base_folder, folder, method: str):
+    """Train a tiny adapter with `method` and save it as is; the trained model's logits."""
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=method))
+    train(model)
+    model.save_pretrained(folder)
+    return logits(model, IDS)
+
+
+def as_plain_lora(base_folder, folder):
+    """What a loader that ignores init_lora_weights computes (a serving engine): W x + scale * B A x on the
+    original weights."""
+    config = PeftConfig.from_pretrained(folder)
+    config.init_lora_weights = True
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), folder, config=config)
+
+
+@pytest.mark.parametrize("method, least", [("pissa", 0.05), ("olora", 0.1)])
+def test_pd618_unconverted_adapter_is_wrong_as_a_plain_lora_on_the_original_base(llama_base, tmp_path, method, least):
+    trained = trained_adapter(llama_base, tmp_path / "adapter", method)
+    gap = (logits(as_plain_lora(llama_base, tmp_path / "adapter"), IDS) - trained).abs().max().item()
+    assert gap > least, gap
+    # peft's own loader runs the init again on the original base, which rebuilds the residual exactly here
+    redone = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_base), tmp_path / "adapter")
+    assert (logits(redone, IDS) - trained).abs().max().item() < 1e-5
+
+
+def test_pd618_randomized_pissa_is_wrong_even_through_peft(llama_base, tmp_path):
+    trained = trained_adapter(llama_base, tmp_path / "adapter", "pissa_niter_2")
+    redone = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_base), tmp_path / "adapter")
+    gap = (logits(redone, IDS) - trained).abs().max().item()
+    assert gap > 0.01, gap
+
+
+def test_pd618_control_converted_adapter_fits_the_original_base(llama_base, tmp_path):
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(llama_base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                      init_lora_weights="pissa"))
+    model.peft_config["default"].init_lora_weights = True
+    model.save_pretrained(tmp_path / "initial")
+    model.peft_config["default"].init_lora_weights = "pissa"
+    train(model)
+    trained = logits(model, IDS)
+    model.save_pretrained(tmp_path / "converted", path_initial_model_for_weight_conversion=str(tmp_path / "initial"))
+    for on_original in (as_plain_lora(llama_base, tmp_path / "converted"),
+                        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_base),
+                                                  tmp_path / "converted")):
+        assert (logits(on_original, IDS) - trained).abs().max().item() < 1e-4
