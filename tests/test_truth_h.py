@@ -1,6 +1,8 @@
 """The failures PD617 and PD618 report really happen, with real torch / transformers / peft on CPU.
 
 PD617: LoRA on lm_head of a base that ties it to the input embedding; merging moves both layers.
+PD619: peft scales rsLoRA / rank_pattern / alpha_pattern modules by their own alpha_m / sqrt(r_m); one scale for
+every module (what vLLM's PEFTHelper computes from r, lora_alpha, use_rslora) gives other logits.
 PD618: a PiSSA / OLoRA adapter saved without conversion is wrong on the original base as a plain LoRA
 (what a serving engine applies), and a randomized PiSSA is wrong even through peft's own loader.
 Each has a control: the fixed form gives the same outputs.
@@ -21,6 +23,7 @@ pytest.importorskip("peft")
 sys.path.insert(0, os.path.dirname(__file__))
 
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model  # noqa: E402
+from peft.tuners.lora import LoraLayer  # noqa: E402
 from tiny import VOCAB, tiny_llama  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
@@ -136,3 +139,21 @@ def test_pd618_control_converted_adapter_fits_the_original_base(llama_base, tmp_
                         PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_base),
                                                   tmp_path / "converted")):
         assert (logits(on_original, IDS) - trained).abs().max().item() < 1e-4
+
+
+def test_pd619_pattern_scales_are_what_peft_applies_and_one_uniform_scale_differs(llama_base):
+    import math
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_rslora=True,
+                        rank_pattern={"q_proj": 8}, alpha_pattern={"v_proj": 32})
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(llama_base), config)
+    train(model)
+    lora_layers = [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+    scales = {name.rsplit(".", 1)[-1]: module.scaling["default"] for name, module in lora_layers}
+    assert math.isclose(scales["q_proj"], 8 / math.sqrt(8)) and math.isclose(scales["v_proj"], 32 / math.sqrt(4))
+    trained = logits(model, IDS)
+    for _, module in lora_layers:
+        module.scaling["default"] = 8 / math.sqrt(4)  # lora_alpha / sqrt(r) for every module
+    gap = (logits(model, IDS) - trained).abs().max().item()
+    assert gap > 0.01, gap

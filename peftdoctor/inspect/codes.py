@@ -49,6 +49,9 @@ for _code, _name, _severity, _summary in (
     ("PD618", "adapter-init-not-converted", W,
      "A PiSSA / OLoRA / CorDA / LoRA-GA adapter saved without path_initial_model_for_weight_conversion: right only "
      "on the residual base it was trained on."),
+    ("PD619", "adapter-scale-not-portable", I,
+     "use_rslora / rank_pattern / alpha_pattern: the scales peft applies per module, which a loader reading only "
+     "r and lora_alpha (vLLM ignores the patterns) does not."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

@@ -23,6 +23,7 @@ from peftdoctor.inspect.findings import finding
 from peftdoctor.inspect.init_checks import check_unconverted_init
 from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
 from peftdoctor.inspect.safetensors_header import read_header
+from peftdoctor.inspect.scale_checks import check_scales
 from peftdoctor.inspect.tokenizer_files import token_count
 from peftdoctor.inspect.values import numpy_available, open_values
 
@@ -140,6 +141,7 @@ def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
         found += check_tied_embeddings(adapter, base)
     found += check_task_head(adapter, base)
     found += check_unconverted_init(adapter)
+    found += check_scales(adapter)
     if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
         found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
     wants_values = [c for c in ("PD605", "PD606") if config.is_enabled(c, weights)]

@@ -117,3 +117,26 @@ def test_cli_reports_pd617_and_pd618_with_exit_1():
                              env={**os.environ, "NO_COLOR": "1"})
         assert run.returncode == 1, run.stderr
         assert [f["code"] for f in json.loads(run.stdout)["findings"]] == [code]
+
+
+# PD619 -------------------------------------------------------------------------------------------
+
+def test_pd619_rslora_with_patterns_gives_the_scales():
+    [found] = inspect(ADAPTERS / "rslora-patterns")
+    assert found.code == "PD619" and found.severity == Severity.INFO
+    # q_proj: alpha 8 / sqrt(8); v_proj: alpha 32 / sqrt(4); the uniform scale 8 / sqrt(4) = 4 fits neither
+    assert found.extra["scales"] == {"8/8": 2, "32/4": 2}
+    assert "2.828" in found.message and "16 (alpha 32, r 4)" in found.message and "4 of 4 modules" in found.message
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"use_rslora": True}, "lora_alpha / r = 2 instead of lora_alpha / sqrt(r) = 4"),
+    ({"alpha_pattern": {"v_proj": 8}}, None),  # a pattern equal to the defaults: every loader agrees
+    ({"rank_pattern": {"layers.0.self_attn.q_proj": 4}, "alpha_pattern": {"q_proj": 16}}, "2 of 4 modules"),
+    ({}, None),
+])
+def test_pd619_which_configs_are_reported(tmp_path, changes, expected):
+    found = [f for f in inspect(copy_of("good-llama", tmp_path, **changes)) if f.code == "PD619"]
+    assert len(found) == (1 if expected else 0)
+    if expected:
+        assert expected in found[0].message
