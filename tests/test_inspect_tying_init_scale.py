@@ -140,3 +140,34 @@ def test_pd619_which_configs_are_reported(tmp_path, changes, expected):
     assert len(found) == (1 if expected else 0)
     if expected:
         assert expected in found[0].message
+
+
+# PD620 -------------------------------------------------------------------------------------------
+
+def test_pd620_rows_padded_past_len_tokenizer():
+    [found] = inspect(ADAPTERS / "embedding-rows-padded")
+    assert found.code == "PD620" and found.severity == Severity.WARNING
+    assert found.extra == {"rows": 136, "vocab_size": 128} and "'model.embed_tokens'" in found.message
+
+
+def test_pd620_tokenizer_with_ids_past_the_saved_rows():
+    [found] = inspect(ADAPTERS / "embedding-rows-short")
+    assert found.code == "PD620" and found.severity == Severity.ERROR
+    assert found.extra == {"rows": 130, "tokens": 138} and "ids 130..137" in found.message
+
+
+def test_pd620_matching_rows_and_no_saved_rows_are_left_to_pd610():
+    assert codes(ADAPTERS / "resized-tokenizer-saved") == []  # 130 rows, 130 ids
+    assert codes(ADAPTERS / "resized-tokenizer") == ["PD610"]  # no rows saved at all
+
+
+def test_pd620_without_a_tokenizer_the_rows_must_match_the_base(tmp_path):
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(ADAPTERS / "embedding-rows-padded", folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(ROOT / config["base_model_name_or_path"])
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    [found] = inspect(folder)
+    assert found.code == "PD620" and "no tokenizer saved beside the adapter" in found.message

@@ -5,6 +5,8 @@ PD619: peft scales rsLoRA / rank_pattern / alpha_pattern modules by their own al
 every module (what vLLM's PEFTHelper computes from r, lora_alpha, use_rslora) gives other logits.
 PD618: a PiSSA / OLoRA adapter saved without conversion is wrong on the original base as a plain LoRA
 (what a serving engine applies), and a randomized PiSSA is wrong even through peft's own loader.
+PD620: embedding rows saved with the adapter: a base resized to len(tokenizer) does not load rows padded to a
+multiple, and token ids past the saved rows raise IndexError.
 Each has a control: the fixed form gives the same outputs.
 """
 
@@ -157,3 +159,38 @@ def test_pd619_pattern_scales_are_what_peft_applies_and_one_uniform_scale_differ
         module.scaling["default"] = 8 / math.sqrt(4)  # lora_alpha / sqrt(r) for every module
     gap = (logits(model, IDS) - trained).abs().max().item()
     assert gap > 0.01, gap
+
+
+def saved_with_embeddings(llama_base, folder, pad_to_multiple_of=None):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "fixtures"))
+    from make_adapters import tokenizer
+
+    tok = tokenizer(extra_tokens=2)
+    base = AutoModelForCausalLM.from_pretrained(llama_base)
+    base.resize_token_embeddings(len(tok), pad_to_multiple_of=pad_to_multiple_of)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model.save_pretrained(folder, save_embedding_layers=True)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def test_pd620_padded_rows_do_not_load_on_a_base_resized_to_len_tokenizer(llama_base, tmp_path):
+    tok = saved_with_embeddings(llama_base, tmp_path / "adapter", pad_to_multiple_of=8)
+    base = AutoModelForCausalLM.from_pretrained(llama_base)
+    base.resize_token_embeddings(len(tok))  # 130 rows; the adapter saved 136
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        PeftModel.from_pretrained(base, tmp_path / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(llama_base)
+    base.resize_token_embeddings(136)  # control: the row count in the adapter's header
+    PeftModel.from_pretrained(base, tmp_path / "adapter")
+
+
+def test_pd620_token_ids_past_the_saved_rows_raise(llama_base, tmp_path):
+    tok = saved_with_embeddings(llama_base, tmp_path / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(llama_base)
+    base.resize_token_embeddings(len(tok))
+    model = PeftModel.from_pretrained(base, tmp_path / "adapter")
+    logits(model, tok("w3 <new1>", return_tensors="pt").input_ids)  # control: every id has a row
+    tok.add_tokens(["<later>"])  # a tokenizer that grew after training
+    with pytest.raises(IndexError, match="index out of range"):
+        logits(model, tok("w3 <later>", return_tensors="pt").input_ids)

@@ -52,6 +52,9 @@ for _code, _name, _severity, _summary in (
     ("PD619", "adapter-scale-not-portable", I,
      "use_rslora / rank_pattern / alpha_pattern: the scales peft applies per module, which a loader reading only "
      "r and lora_alpha (vLLM ignores the patterns) does not."),
+    ("PD620", "adapter-embedding-rows", E,
+     "Embedding rows saved in the adapter are fewer than the ids of the tokenizer beside it (error), or differ "
+     "from the base vocabulary by a count the tokenizer does not give (warning)."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

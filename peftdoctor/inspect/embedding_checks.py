@@ -1,13 +1,17 @@
-"""PD617: LoRA on an embedding layer that the base ties to another one, from headers only.
+"""Embedding checks of an adapter against its base and tokenizer, from headers and JSON only.
 
-A base with tied word embeddings stores one tensor for the input embedding and
-the output layer (`lm_head`). A LoRA update on either is fine while the adapter
+PD617: a base with tied word embeddings stores one tensor for the input embedding
+and the output layer (`lm_head`). A LoRA update on either is fine while the adapter
 stays separate, but merging writes it into the shared tensor, so both layers move.
+PD620: embedding rows saved in the adapter (a resized vocabulary) must fit the
+tokenizer saved beside it, and the base must be resized to exactly that many rows.
 """
 
 from __future__ import annotations
 
-from peftdoctor.finding import Finding
+from pathlib import Path
+
+from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect.base_checks import BaseIndex
 from peftdoctor.inspect.findings import finding
 
@@ -50,3 +54,50 @@ def check_tied_embeddings(adapter, base: BaseIndex | None) -> list[Finding]:
         hint="Serve this adapter unmerged, or retrain without the tied layer in target_modules (to train the "
              "output layer, list it in modules_to_save, which keeps a separate copy).",
         modules=tied)]
+
+
+def saved_embedding_rows(adapter) -> dict[str, int]:
+    """module -> rows of each whole embedding / output-layer weight in the file (save_embedding_layers,
+    modules_to_save); LoRA factors and trainable-token deltas are not whole weights."""
+    rows = {}
+    for tensor in adapter.tensors:
+        name = tensor.name.removeprefix("base_model.model.")
+        if not name.endswith(".weight") or "lora_" in name or len(tensor.shape) != 2:
+            continue
+        module = name[: -len(".weight")].removesuffix(".modules_to_save")
+        if module.rsplit(".", 1)[-1] in INPUT_EMBEDDINGS + OUTPUT_LAYERS:
+            rows[module] = tensor.shape[0]
+    return rows
+
+
+def check_embedding_rows(adapter, tokens: tuple[int, str] | None, vocab_size: int | None) -> list[Finding]:
+    """PD620: saved embedding rows fewer than the tokenizer's ids, or a row count no documented resize gives."""
+    rows = saved_embedding_rows(adapter)
+    if not rows:
+        return []
+    # the fewest rows decide; between equals, name the input embedding
+    module, count = min(rows.items(), key=lambda item: (item[1], item[0].rsplit(".", 1)[-1] in OUTPUT_LAYERS))
+    path = str(adapter.weights)
+    if tokens and count < tokens[0]:
+        needed, source = tokens
+        return [finding(
+            "PD620", f"'{module}' is saved with {count} rows but {Path(source).name} beside the adapter has "
+            f"{needed} token ids: ids {count}..{needed - 1} index past the embedding (IndexError: index out of "
+            "range in self, measured; a device-side assert on GPU)", path,
+            hint="Save the tokenizer the model was trained with; tokens added after training have no trained rows "
+                 "(resize and train again to use them).",
+            rows=count, tokens=needed)]
+    if vocab_size and count != vocab_size and (not tokens or tokens[0] != count):
+        if tokens:
+            why = (f"the tokenizer beside it has {tokens[0]} ids, so resize_token_embeddings(len(tokenizer)) gives "
+                   f"{tokens[0]} rows and does not fit (was it resized with pad_to_multiple_of?)")
+        else:
+            why = "no tokenizer saved beside the adapter gives that number"
+        return [finding(
+            "PD620", f"'{module}' is saved with {count} rows but the base has vocab_size {vocab_size}: "
+            f"PeftModel.from_pretrained raises a size mismatch unless the base is first resized to exactly "
+            f"{count} rows, and {why}", path, severity=Severity.WARNING,
+            hint=f"Before loading, call base.resize_token_embeddings({count}) (or len(tokenizer) with the "
+                 "pad_to_multiple_of used in training); save the training tokenizer with the adapter.",
+            rows=count, vocab_size=vocab_size)]
+    return []

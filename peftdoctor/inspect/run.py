@@ -18,7 +18,7 @@ from peftdoctor.inspect.base_checks import check_base_shapes, check_targets, che
     read_base, unmatched_modules_to_save
 from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
 from peftdoctor.inspect.discover import InputError, find_adapters
-from peftdoctor.inspect.embedding_checks import check_tied_embeddings
+from peftdoctor.inspect.embedding_checks import check_embedding_rows, check_tied_embeddings
 from peftdoctor.inspect.findings import finding
 from peftdoctor.inspect.init_checks import check_unconverted_init
 from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
@@ -142,8 +142,11 @@ def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
     found += check_task_head(adapter, base)
     found += check_unconverted_init(adapter)
     found += check_scales(adapter)
+    tokens = token_count(adapter.folder)
+    vocab_size = base_vocab_size(adapter.base_dir) if adapter.base_dir is not None else None
     if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
-        found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
+        found += checks.check_new_tokens(adapter, tokens, vocab_size)
+    found += check_embedding_rows(adapter, tokens, vocab_size)
     wants_values = [c for c in ("PD605", "PD606") if config.is_enabled(c, weights)]
     if wants_values and numpy_available():
         with open_values(weights) as reader:
