@@ -29,19 +29,22 @@ def _fmt(value: float) -> str:
 
 
 def effective_scales(adapter) -> Counter | None:
-    """(alpha_m, r_m) -> number of LoRA modules, as peft resolves the patterns; None when the config is unusable."""
+    """(alpha_m, r_m) -> number of LoRA modules, as peft resolves the patterns; None when the config is unusable
+    or disagrees with the saved ranks."""
     config = adapter.config
     rank, alpha = config.get("r"), config.get("lora_alpha")
     rank_pattern, alpha_pattern = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
     if not (_number(rank) and _number(alpha) and isinstance(rank_pattern, dict) and isinstance(alpha_pattern, dict)):
         return None
     groups: Counter = Counter()
+    saved_ranks = {module: tensor.shape[0] for module, role, tensor in adapter.lora_tensors("lora_A")
+                   if len(tensor.shape) == 2}
     for module in sorted({module for module, _, _ in adapter.lora_tensors()}):
         rank_key, alpha_key = _pattern_key(rank_pattern, module), _pattern_key(alpha_pattern, module)
         module_rank = rank_pattern[rank_key] if rank_key is not None else rank
         module_alpha = alpha_pattern[alpha_key] if alpha_key is not None else alpha
-        if not (_number(module_rank) and _number(module_alpha)):
-            return None
+        if not (_number(module_rank) and _number(module_alpha)) or saved_ranks.get(module, module_rank) != module_rank:
+            return None  # a config the weights contradict says nothing about the scales (PD604 reports it)
         groups[(module_alpha, module_rank)] += 1
     return groups
 
