@@ -1,4 +1,4 @@
-"""The failures PD617 and PD618 report really happen, with real torch / transformers / peft on CPU.
+"""The failures PD617-PD622 report really happen, with real torch / transformers / peft on CPU.
 
 PD617: LoRA on lm_head of a base that ties it to the input embedding; merging moves both layers.
 PD619: peft scales rsLoRA / rank_pattern / alpha_pattern modules by their own alpha_m / sqrt(r_m); one scale for
@@ -7,6 +7,8 @@ PD618: a PiSSA / OLoRA adapter saved without conversion is wrong on the original
 (what a serving engine applies), and a randomized PiSSA is wrong even through peft's own loader.
 PD620: embedding rows saved with the adapter: a base resized to len(tokenizer) does not load rows padded to a
 multiple, and token ids past the saved rows raise IndexError.
+PD621: a model saved with its LoRA layers still injected loads with the adapted weights missing (random).
+PD622: a bf16 base merged in float32 saves twice the bytes; a folder without tokenizer files cannot give one.
 Each has a control: the fixed form gives the same outputs.
 """
 
@@ -194,3 +196,49 @@ def test_pd620_token_ids_past_the_saved_rows_raise(llama_base, tmp_path):
     tok.add_tokens(["<later>"])  # a tokenizer that grew after training
     with pytest.raises(IndexError, match="index out of range"):
         logits(model, tok("w3 <later>", return_tensors="pt").input_ids)
+
+
+@pytest.fixture(scope="module")
+def bf16_base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bf16") / "base"
+    tiny_llama(dtype=torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
+def lora_on(base_folder, **load):
+    torch.manual_seed(1)
+    return get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder, **load),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+
+
+def test_pd621_unmerged_save_loads_with_the_adapted_weights_random(bf16_base, tmp_path):
+    model = lora_on(bf16_base)
+    model.get_base_model().save_pretrained(tmp_path / "unmerged")  # the LoRA layers are still injected
+    loaded, info = AutoModelForCausalLM.from_pretrained(tmp_path / "unmerged", output_loading_info=True)
+    assert "model.layers.0.self_attn.q_proj.weight" in info["missing_keys"]
+    assert any(".lora_A." in key for key in info["unexpected_keys"])
+    base = AutoModelForCausalLM.from_pretrained(bf16_base)
+    assert not torch.equal(loaded.model.layers[0].self_attn.q_proj.weight, base.model.layers[0].self_attn.q_proj.weight)
+    # control: merged first, the folder loads completely and gives the adapter's logits
+    expected = logits(model, IDS)
+    model.merge_and_unload().save_pretrained(tmp_path / "merged")
+    merged, info = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert (logits(merged, IDS).float() - expected.float()).abs().max().item() < 0.02  # bf16 rounding of the merge
+
+
+def test_pd622_bf16_base_merged_in_float32_is_twice_the_size(bf16_base, tmp_path):
+    lora_on(bf16_base, dtype=torch.float32).merge_and_unload().save_pretrained(tmp_path / "float32")
+    lora_on(bf16_base).merge_and_unload().save_pretrained(tmp_path / "auto")  # control: the base's own dtype
+    size = {name: (tmp_path / name / "model.safetensors").stat().st_size for name in ("float32", "auto")}
+    base_size = (bf16_base / "model.safetensors").stat().st_size
+    assert size["float32"] > 1.8 * base_size and size["auto"] < 1.1 * base_size, (size, base_size)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "float32").dtype == torch.float32
+
+
+def test_pd622_a_folder_without_tokenizer_files_gives_no_tokenizer(bf16_base, tmp_path):
+    from transformers import AutoTokenizer
+
+    lora_on(bf16_base).merge_and_unload().save_pretrained(tmp_path / "merged")
+    with pytest.raises((OSError, ValueError)):
+        AutoTokenizer.from_pretrained(tmp_path / "merged")

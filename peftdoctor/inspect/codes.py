@@ -55,6 +55,12 @@ for _code, _name, _severity, _summary in (
     ("PD620", "adapter-embedding-rows", E,
      "Embedding rows saved in the adapter are fewer than the ids of the tokenizer beside it (error), or differ "
      "from the base vocabulary by a count the tokenizer does not give (warning)."),
+    ("PD621", "model-folder-peft-layers", E,
+     "A model folder (config.json + weights, no adapter_config.json) holds lora_A / lora_B / base_layer tensors: "
+     "saved without merging, transformers drops them."),
+    ("PD622", "merged-model-not-servable", W,
+     "A model folder stores weights wider than its base's dtype, has no tokenizer, or no chat template where the "
+     "base has one."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

@@ -21,6 +21,7 @@ from peftdoctor.inspect.discover import InputError, find_adapters
 from peftdoctor.inspect.embedding_checks import check_embedding_rows, check_tied_embeddings
 from peftdoctor.inspect.findings import finding
 from peftdoctor.inspect.init_checks import check_unconverted_init
+from peftdoctor.inspect.model_folder import inspect_model_folder, is_model_folder
 from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
 from peftdoctor.inspect.safetensors_header import read_header
 from peftdoctor.inspect.scale_checks import check_scales
@@ -82,6 +83,8 @@ def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
 def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
                     ) -> tuple[list[Finding], checks.Adapter | None]:
     """The header-level findings of one adapter folder, and its parsed index (None if unusable)."""
+    if is_model_folder(folder):
+        return inspect_model_folder(folder, base), None
     try:
         adapter_config = load_adapter_config(folder)
     except ConfigUnreadable as exc:
