@@ -171,3 +171,30 @@ def test_pd620_without_a_tokenizer_the_rows_must_match_the_base(tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps(config))
     [found] = inspect(folder)
     assert found.code == "PD620" and "no tokenizer saved beside the adapter" in found.message
+
+
+# deep inspect does not repeat what a header check said -----------------------------------------
+
+@pytest.mark.parametrize("name, header, repeated", [
+    ("targets-unmatched", "PD613", lambda f: f.code == "PD701" and "unmatched" in f.extra),
+    ("embedding-rows-short", "PD620", lambda f: f.code == "PD705"),
+    ("seq-cls-no-head", "PD609", lambda f: f.code == "PD701" and "random" in f.extra),
+])
+def test_deep_inspect_leaves_out_what_a_header_check_said(name, header, repeated):
+    pytest.importorskip("peft")
+    from peftdoctor.runtime.deep import deep_check
+
+    assert any(repeated(f) for f in deep_check(ADAPTERS / name, None, device="cpu", merge_check=False))
+    found = inspect_paths([str(ADAPTERS / name)], config=Config(), deep=True, device="cpu",
+                          merge_check=False, show_summary=False).findings
+    assert header in [f.code for f in found]
+    assert not [f for f in found if repeated(f)], [f"{f.code} {f.message}" for f in found]
+
+
+def test_deep_findings_stay_when_no_header_check_said_them():
+    from peftdoctor.finding import Finding
+    from peftdoctor.inspect.run import drop_repeats
+
+    deep = [Finding(code="PD701", message="m", path="p", line=0, column=0, extra={"unmatched": ["x"]})]
+    assert drop_repeats([], deep) == deep
+    assert drop_repeats([Finding(code="PD613", message="m", path="p", line=0, column=0)], deep) == []

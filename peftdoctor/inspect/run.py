@@ -65,8 +65,9 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
             local_base = base or (str(adapter.base_dir) if adapter.base_dir else None)
             try:
-                found += deep_check(folder, local_base, device=device, dtype=dtype, device_map=device_map,
-                                    merge_check=merge_check, console=err_console)
+                found += drop_repeats(found, deep_check(folder, local_base, device=device, dtype=dtype,
+                                                        device_map=device_map, merge_check=merge_check,
+                                                        console=err_console))
             except DeepError as exc:  # missing runtime extra, base not local, bad --device/--dtype
                 raise InputError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
@@ -74,6 +75,22 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
         result.findings += _apply_config(found, config)
     result.findings.sort(key=Finding.sort_key)
     return result
+
+
+# Deep findings that a header finding already states (header code -> the deep findings it covers).
+DEEP_REPEATS = {
+    "PD613": lambda f: f.code == "PD701" and "unmatched" in f.extra,  # targets that match nothing
+    "PD614": lambda f: f.code == "PD701" and "random" in f.extra,  # a head random on every load
+    "PD609": lambda f: f.code == "PD701" and "random" in f.extra,
+    "PD610": lambda f: f.code == "PD705" and "tokenizer" in f.extra,  # token ids without a trained row
+    "PD620": lambda f: f.code == "PD705" and ("tokenizer" in f.extra or "saved_rows" in f.extra),
+}
+
+
+def drop_repeats(header: list[Finding], deep: list[Finding]) -> list[Finding]:
+    """The deep findings that no header finding of the same adapter already said."""
+    covers = [DEEP_REPEATS[item.code] for item in header if item.code in DEEP_REPEATS]
+    return [item for item in deep if not any(cover(item) for cover in covers)]
 
 
 def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
