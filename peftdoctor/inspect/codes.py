@@ -47,8 +47,8 @@ for _code, _name, _severity, _summary in (
      "LoRA on lm_head or the input embedding of a base that ties them (tie_word_embeddings): merging changes "
      "both layers."),
     ("PD618", "adapter-init-not-converted", W,
-     "A PiSSA / OLoRA / CorDA / LoRA-GA adapter saved without path_initial_model_for_weight_conversion: right only "
-     "on the residual base it was trained on."),
+     "A PiSSA / OLoRA / CorDA / LoRA-GA adapter saved without path_initial_model_for_weight_conversion: wrong as a "
+     "plain LoRA on the original base (serving engines, merge tools)."),
     ("PD619", "adapter-scale-not-portable", I,
      "use_rslora / rank_pattern / alpha_pattern: the scales peft applies per module, which a loader reading only "
      "r and lora_alpha (vLLM ignores the patterns) does not."),
