@@ -164,10 +164,10 @@ def test_pd619_pattern_scales_are_what_peft_applies_and_one_uniform_scale_differ
 
 
 def saved_with_embeddings(llama_base, folder, pad_to_multiple_of=None):
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "fixtures"))
-    from make_adapters import tokenizer
+    from truth_helpers import tiny_tokenizer
 
-    tok = tokenizer(extra_tokens=2)
+    tok = tiny_tokenizer()
+    tok.add_tokens(["<new0>", "<new1>"])  # 130 ids
     base = AutoModelForCausalLM.from_pretrained(llama_base)
     base.resize_token_embeddings(len(tok), pad_to_multiple_of=pad_to_multiple_of)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
