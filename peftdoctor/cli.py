@@ -276,7 +276,8 @@ def _result_cache(paths, cache_dir: str | None):
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--base", help="Base model folder (or a name in the local HF cache) for the deep checks.")
+@click.option("--base", help="Base model folder (or a name in the local HF cache) for the deep checks; for a "
+                             "model folder, the base its dtype and chat template are compared with.")
 @click.option("--deep", is_flag=True, help="Run the deep checks on the adapter's own base model, if local.")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|cuda:N|mps")
 @click.option("--dtype", default="auto", show_default=True,

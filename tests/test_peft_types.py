@@ -67,7 +67,10 @@ def adapters(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_header_inspect_is_clean(adapters, name):
     findings = inspect_paths([adapters[name]], config=Config(), show_summary=False).findings
-    assert findings == [], [f"{f.code} {f.message}" for f in findings]
+    # rank/alpha patterns are reported as information: their per-module scales (PD619)
+    expected = ["PD619"] if name == "rank-pattern" else []
+    assert [f.code for f in findings] == expected, [f"{f.code} {f.message}" for f in findings]
+    assert all(f.severity == Severity.INFO for f in findings)
 
 
 @pytest.mark.parametrize("name", ["dora", "ia3", "loha", "oft-block-size", "prompt-tuning", "prefix-tuning"])

@@ -286,8 +286,8 @@ def check_new_tokens(adapter: Adapter, token_info: tuple[int, str] | None, vocab
     for tensor in adapter.tensors:
         module = _strip(tensor.name).rsplit(".", 1)[0]
         if any(_has_module({module}, n) or _has_module({module}, n + ".base_layer") for n in EMBEDDING_NAMES):
-            if tensor.shape and tensor.shape[0] >= needed:
-                return []
+            if tensor.shape and tensor.shape[0] > vocab_size:
+                return []  # rows for new tokens were saved; PD620 checks whether they are enough
     indices = adapter.config.get("trainable_token_indices")
     if isinstance(indices, dict):
         indices = [i for values in indices.values() if isinstance(values, list) for i in values]

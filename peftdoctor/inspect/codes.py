@@ -43,6 +43,24 @@ for _code, _name, _severity, _summary in (
      "The weights use kohya or diffusers LoRA key names where peft's base_model.model.*.lora_A/B are expected."),
     ("PD616", "adapter-base-shape-mismatch", E,
      "LoRA A/B shapes do not fit the local base's weights (read from its safetensors headers)."),
+    ("PD617", "adapter-tied-embeddings", W,
+     "LoRA on lm_head or the input embedding of a base that ties them (tie_word_embeddings): merging changes "
+     "both layers."),
+    ("PD618", "adapter-init-not-converted", W,
+     "A PiSSA / OLoRA / CorDA / LoRA-GA adapter saved without path_initial_model_for_weight_conversion: wrong as a "
+     "plain LoRA on the original base (serving engines, merge tools)."),
+    ("PD619", "adapter-scale-not-portable", I,
+     "use_rslora / rank_pattern / alpha_pattern: the scales peft applies per module, which a loader reading only "
+     "r and lora_alpha (vLLM ignores the patterns) does not."),
+    ("PD620", "adapter-embedding-rows", E,
+     "Embedding rows saved in the adapter are fewer than the ids of the tokenizer beside it (error), or differ "
+     "from the base vocabulary by a count the tokenizer does not give (warning)."),
+    ("PD621", "model-folder-peft-layers", E,
+     "A model folder (config.json + weights, no adapter_config.json) holds lora_A / lora_B / base_layer tensors: "
+     "saved without merging, transformers drops them."),
+    ("PD622", "merged-model-not-servable", W,
+     "A model folder stores weights wider than its base's dtype, has no tokenizer, or no chat template where the "
+     "base has one."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

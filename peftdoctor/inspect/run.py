@@ -18,9 +18,13 @@ from peftdoctor.inspect.base_checks import check_base_shapes, check_targets, che
     read_base, unmatched_modules_to_save
 from peftdoctor.inspect.base_model import base_vocab_size, resolve_base
 from peftdoctor.inspect.discover import InputError, find_adapters
+from peftdoctor.inspect.embedding_checks import check_embedding_rows, check_tied_embeddings
 from peftdoctor.inspect.findings import finding
+from peftdoctor.inspect.init_checks import check_unconverted_init
+from peftdoctor.inspect.model_folder import inspect_model_folder, is_model_folder
 from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
 from peftdoctor.inspect.safetensors_header import read_header
+from peftdoctor.inspect.scale_checks import check_scales
 from peftdoctor.inspect.tokenizer_files import token_count
 from peftdoctor.inspect.values import numpy_available, open_values
 
@@ -70,8 +74,9 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
             local_base = base or (str(adapter.base_dir) if adapter.base_dir else None)
             try:
-                found += deep_check(folder, local_base, device=device, dtype=dtype, device_map=device_map,
-                                    merge_check=merge_check, console=err_console)
+                found += drop_repeats(found, deep_check(folder, local_base, device=device, dtype=dtype,
+                                                        device_map=device_map, merge_check=merge_check,
+                                                        console=err_console))
             except DeepError as exc:  # missing runtime extra, base not local, bad --device/--dtype
                 raise InputError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
@@ -81,6 +86,22 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
     return result
 
 
+# Deep findings that a header finding already states (header code -> the deep findings it covers).
+DEEP_REPEATS = {
+    "PD613": lambda f: f.code == "PD701" and "unmatched" in f.extra,  # targets that match nothing
+    "PD614": lambda f: f.code == "PD701" and "random" in f.extra,  # a head random on every load
+    "PD609": lambda f: f.code == "PD701" and "random" in f.extra,
+    "PD610": lambda f: f.code == "PD705" and "tokenizer" in f.extra,  # token ids without a trained row
+    "PD620": lambda f: f.code == "PD705" and ("tokenizer" in f.extra or "saved_rows" in f.extra),
+}
+
+
+def drop_repeats(header: list[Finding], deep: list[Finding]) -> list[Finding]:
+    """The deep findings that no header finding of the same adapter already said."""
+    covers = [DEEP_REPEATS[item.code] for item in header if item.code in DEEP_REPEATS]
+    return [item for item in deep if not any(cover(item) for cover in covers)]
+
+
 def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
     return [config.apply_severity(item) for item in found if config.is_enabled(item.code, item.path)]
 
@@ -88,6 +109,8 @@ def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
 def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
                     ) -> tuple[list[Finding], checks.Adapter | None]:
     """The header-level findings of one adapter folder, and its parsed index (None if unusable)."""
+    if is_model_folder(folder):
+        return inspect_model_folder(folder, base), None
     try:
         adapter_config = load_adapter_config(folder)
     except ConfigUnreadable as exc:
@@ -144,9 +167,15 @@ def _tensor_checks(adapter: checks.Adapter, config: Config) -> list[Finding]:
     if not foreign:  # keys of another scheme say nothing about peft's modules
         found += check_targets(adapter, base)
         found += check_base_shapes(adapter, base)
+        found += check_tied_embeddings(adapter, base)
     found += check_task_head(adapter, base)
+    found += check_unconverted_init(adapter)
+    found += check_scales(adapter)
+    tokens = token_count(adapter.folder)
+    vocab_size = base_vocab_size(adapter.base_dir) if adapter.base_dir is not None else None
     if adapter.base_dir is not None and config.is_enabled("PD610", str(adapter.folder)):
-        found += checks.check_new_tokens(adapter, token_count(adapter.folder), base_vocab_size(adapter.base_dir))
+        found += checks.check_new_tokens(adapter, tokens, vocab_size)
+    found += check_embedding_rows(adapter, tokens, vocab_size)
     wants_values = [c for c in ("PD605", "PD606") if config.is_enabled(c, weights)]
     if wants_values and numpy_available():
         with open_values(weights) as reader:

@@ -204,7 +204,7 @@ def plan_embeddings(model, shapes: dict, adapter_config: dict, tokenizer_len: in
         out.append(_finding(
             "PD705", f"the adapter's saved embeddings have {saved} rows but the base has {base_rows}: "
             f"loading fails with a size mismatch unless the base is resized first", where, Severity.WARNING,
-            hint=f"call base.resize_token_embeddings({saved}) before PeftModel.from_pretrained"))
+            hint=f"call base.resize_token_embeddings({saved}) before PeftModel.from_pretrained", saved_rows=saved))
         tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
         if out_name and out_name != inp_name and not tied and saved_in and saved_in > base_rows and saved_out is None:
             out.append(_finding(
