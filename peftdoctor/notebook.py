@@ -11,7 +11,8 @@ position moves:
 
 * a line magic or shell line at the start of a statement (`%pip install peft`, `!nvidia-smi`,
   `files = !ls`, `t = %timeit f()`) and a help line (`model?`, `??get_peft_model`) become `pass`, at their
-  indent;
+  indent; but a timing magic that runs one Python statement (`%time trainer.train()`) keeps it: only the
+  magic's own characters become `_=` and spaces, so the statement runs for the rules at its own columns;
 * a cell magic whose body is Python (`%%time`, `%%capture`, ...) masks its first line (a comment); any other
   cell magic (`%%bash`, `%%writefile`, ...) masks the whole cell.
 
@@ -21,6 +22,7 @@ Lines inside a string, brackets or a backslash continuation are never masked. A 
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -32,6 +34,8 @@ SUFFIX = ".ipynb"
 # Cell magics whose body IPython runs as Python in the notebook's namespace.
 PYTHON_BODY_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug", "memit"}
 _LINE_MAGIC = re.compile(r"(?:[!%]|(?:[\w.\[\]'\", ]+=\s*[!%]))")
+# `%time <statement>` and the like: the magic and the spaces after it, when no option follows.
+_STATEMENT_MAGIC = re.compile(r"%(?:time|timeit|prun|memit|debug)\s+(?=[^\s-])")
 LINE_PLACEHOLDER = "pass  # IPython"
 CELL_PLACEHOLDER = "# IPython"
 
@@ -53,7 +57,8 @@ class CodeCell:
     first_line: int  # 1-based line of the script where it starts
     source: str  # the cell's own text
     masked: str  # the same lines, IPython lines replaced
-    placeholders: list[tuple[str, str]] = field(default_factory=list)  # (placeholder, original line), in order
+    # (what the masked line starts with, what the original started with), in order; a whole line for most
+    placeholders: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def line_count(self) -> int:
@@ -161,7 +166,8 @@ def _json_indent(text: str) -> int | None:
 
 
 def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
-    """The cell's text with IPython lines replaced (one line each), and the (placeholder, original) pairs."""
+    """The cell's text with IPython lines replaced (one line each), and the (masked, original) starts of the
+    lines it changed."""
     lines = source.splitlines(keepends=True)
     if lines and not lines[-1].endswith(("\n", "\r")):
         lines[-1] += "\n"
@@ -184,8 +190,24 @@ def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
             return "".join(lines), placeholders
     for number, placeholder in _ipython_lines(lines):
         line = lines[number]
-        replace(number, line[:len(line) - len(line.lstrip())] + placeholder)
+        indent = line[:len(line) - len(line.lstrip())]
+        magic = _STATEMENT_MAGIC.match(line, len(indent))
+        if magic and _one_statement(line[magic.end():]):
+            prefix = "_=".ljust(len(magic.group(0)))
+            placeholders.append((indent + prefix, indent + magic.group(0)))
+            lines[number] = indent + prefix + line[magic.end():]
+        else:
+            replace(number, indent + placeholder)
     return "".join(lines), placeholders
+
+
+def _one_statement(text: str) -> bool:
+    """Whether `text` is one expression or assignment, which `_= ` can precede."""
+    try:
+        body = ast.parse(text.strip()).body
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    return len(body) == 1 and isinstance(body[0], (ast.Expr, ast.Assign))
 
 
 def _ipython_lines(lines: list[str]):
@@ -250,8 +272,9 @@ def unmask(masked: str, placeholders: list[tuple[str, str]]) -> str:
     out = []
     for line in masked.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        if pending and body.strip() == pending[0][0].strip():
-            out.append(pending.pop(0)[1] + line[len(body):])
+        if pending and body.startswith(pending[0][0]):
+            masked_start, original_start = pending.pop(0)
+            out.append(original_start + line[len(masked_start):])
         else:
             out.append(line)
     return "".join(out)

@@ -184,3 +184,18 @@ def test_masking_keeps_every_line_and_leaves_strings_and_brackets_alone():
                                                   "x = !ls", "model?", "??get_peft_model", "    !echo hi  # why?"]
     kept = masked.splitlines()
     assert kept[9:12] == ["%not a magic", "what?", '"""'] and kept[13] == "     % 3)" and kept[14] == "y = 1  # ok?"
+
+
+def test_a_timed_statement_is_still_read_and_fixed_in_place(tmp_path):
+    notebook = write_notebook(tmp_path / "train.ipynb", [
+        code("from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, Trainer\n"
+             "%time model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('base'), 'out')\n"),
+        code("trainer = Trainer(model=model)\n%time trainer.train()"),
+    ])
+    result = run("check", "--no-cache", str(notebook))
+    assert f"{notebook}:cell 1:3:15: PD103" in result.stdout, result.stdout  # the column of the real code
+    assert "(trainer.train() at cell 2, line 2)" in result.stdout
+    assert run("check", "--no-cache", "--fix", str(notebook)).returncode == 0
+    cell = json.loads(notebook.read_text(encoding="utf-8"))["cells"][0]["source"]
+    assert cell[2] == ("%time model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('base'), "
+                       "'out', is_trainable=True)\n")
