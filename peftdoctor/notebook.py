@@ -296,7 +296,8 @@ _LINE_REFERENCE = re.compile(r"\bline (\d+)\b")
 
 
 def in_cells(notebook: Notebook, finding: Finding) -> Finding:
-    """`finding` (script lines) located in its cell; "line N" in its message names the cell too."""
+    """`finding` (script lines) located in its cell; "line N" in its message, hint and versions names the cell
+    too."""
     where = notebook.locate(finding.line)
     if where is None:
         return finding
@@ -309,4 +310,5 @@ def in_cells(notebook: Notebook, finding: Finding) -> Finding:
 
     return replace(finding, cell=cell, line=line, end_line=end_line,
                    message=_LINE_REFERENCE.sub(cell_reference, finding.message),
-                   hint=_LINE_REFERENCE.sub(cell_reference, finding.hint))
+                   hint=_LINE_REFERENCE.sub(cell_reference, finding.hint),
+                   versions=_LINE_REFERENCE.sub(cell_reference, finding.versions))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import jsonschema
 
-from peftdoctor.notebook import mask_cell
+from peftdoctor.finding import Finding
+from peftdoctor.notebook import in_cells, mask_cell, read_notebook
 
+pytest_plugins = ["pytester"]
 SARIF_SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))
 
 
@@ -199,3 +201,20 @@ def test_a_timed_statement_is_still_read_and_fixed_in_place(tmp_path):
     cell = json.loads(notebook.read_text(encoding="utf-8"))["cells"][0]["source"]
     assert cell[2] == ("%time model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('base'), "
                        "'out', is_trainable=True)\n")
+
+
+def test_line_references_in_message_hint_and_versions_name_the_cell(tmp_path):
+    notebook = read_notebook(write_notebook(tmp_path / "nb.ipynb", COLAB_CELLS).read_bytes())
+    # script lines: cell 2 has 3 lines (1-3), cell 3 has 4 (4-7), cell 4 starts at line 8
+    found = in_cells(notebook, Finding(code="PD404", message="pad = eos at line 9", path="nb.ipynb", line=10,
+                                       column=3, end_line=11, hint="see line 4", versions="implied at line 8"))
+    assert (found.cell, found.line, found.end_line, found.column) == (4, 3, 4, 3)
+    assert (found.message, found.hint, found.versions) == ("pad = eos at cell 4, line 2", "see cell 3, line 1",
+                                                           "implied at cell 4, line 1")
+
+
+def test_pytest_plugin_checks_notebooks(pytester):
+    write_notebook(pytester.path / "train.ipynb", COLAB_CELLS)
+    result = pytester.runpytest("--peftdoctor", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*train.ipynb::peftdoctor FAILED*", "*train.ipynb:cell 4:3:9: PD103 adapter loaded*"])
