@@ -157,7 +157,7 @@ def cli() -> None:
               help="Processes to check with (default: the number of cores).")
 def check(paths, select, ignore, extend_select, config_file, fmt, output, statistics,
           report_unused_noqa, fix, show_diff, no_cache, cache_dir, jobs) -> None:
-    """Lint training scripts (files or folders) for PEFT mistakes."""
+    """Lint training scripts and notebooks (files or folders) for PEFT mistakes."""
     from peftdoctor.engine import PathError, check_paths
     from peftdoctor.project_run import default_jobs
 

@@ -13,11 +13,12 @@ position moves:
   `files = !ls`, `t = %timeit f()`) and a help line (`model?`, `??get_peft_model`) become `pass`, at their
   indent; but a timing magic that runs one Python statement (`%time trainer.train()`) keeps it: only the
   magic's own characters become `_=` and spaces, so the statement runs for the rules at its own columns;
-* a cell magic whose body is Python (`%%time`, `%%capture`, ...) masks its first line (a comment); any other
-  cell magic (`%%bash`, `%%writefile`, ...) masks the whole cell.
+* a cell magic whose body is Python (`%%time`, `%%capture`, ...) has its first line made a comment; any
+  other cell magic (`%%bash`, `%%writefile`, ...) has every line made a comment.
 
 Lines inside a string, brackets or a backslash continuation are never masked. A notebook in another language
-(its kernel says so) has no Python cells. Findings come back located in their cell and line within it; `--fix` edits one cell's text and puts the masked lines back.
+(its kernel says so) has no Python cells. Findings come back located in their cell and line within it;
+`--fix` edits one cell's text and puts the masked lines back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import ast
 import json
 import re
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from peftdoctor.finding import Finding
 
@@ -36,8 +38,8 @@ PYTHON_BODY_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug", "memit"
 _LINE_MAGIC = re.compile(r"(?:[!%]|(?:[\w.\[\]'\", ]+=\s*[!%]))")
 # `%time <statement>` and the like: the magic and the spaces after it, when no option follows.
 _STATEMENT_MAGIC = re.compile(r"%(?:time|timeit|prun|memit|debug)\s+(?=[^\s-])")
-LINE_PLACEHOLDER = "pass  # IPython"
-CELL_PLACEHOLDER = "# IPython"
+LINE_PLACEHOLDER = "pass  # masked IPython line"
+CELL_PLACEHOLDER = "# masked IPython line"
 
 
 class NotebookError(ValueError):
@@ -65,11 +67,26 @@ class CodeCell:
         return self.masked.count("\n")
 
 
+class JsonLayout(NamedTuple):
+    """How the file's JSON was written, so that a fixed notebook differs only in the fixed cells."""
+
+    indent: int | None
+    ascii_only: bool  # non-ASCII characters written as \u escapes
+    newline: str
+    final_newline: bool
+
+    @classmethod
+    def of(cls, text: str) -> JsonLayout:
+        match = re.match(r"\s*\{\r?\n( *)\"", text)  # Jupyter writes an indent of 1
+        return cls(len(match.group(1)) if match else None, text.isascii() and "\\u" in text,
+                   "\r\n" if "\r\n" in text else "\n", text.endswith("\n"))
+
+
 @dataclass
 class Notebook:
     data: dict
     cells: list[CodeCell]
-    layout: tuple[int | None, bool, bool]  # the JSON file's indent, \u escapes, final newline: kept on writing
+    layout: JsonLayout
 
     @property
     def script(self) -> str:
@@ -94,8 +111,9 @@ class Notebook:
             cell = self.data["cells"][self.cell(number).index]
             lines = text.splitlines(keepends=True)
             cell["source"] = lines if isinstance(cell["source"], list) else text
-        indent, ascii_only, final_newline = self.layout
-        return json.dumps(self.data, indent=indent, ensure_ascii=ascii_only) + ("\n" if final_newline else "")
+        layout = self.layout
+        text = json.dumps(self.data, indent=layout.indent, ensure_ascii=layout.ascii_only)
+        return (text + ("\n" if layout.final_newline else "")).replace("\n", layout.newline)
 
 
 def read_notebook(data: bytes) -> Notebook:
@@ -125,7 +143,7 @@ def read_notebook(data: bytes) -> Notebook:
             masked, placeholders = mask_cell(source)
             cells.append(CodeCell(index, index + 1, line, source, masked, placeholders))
             line += cells[-1].line_count
-    return Notebook(notebook, cells, (_json_indent(text), text.isascii() and "\\u" in text, text.endswith("\n")))
+    return Notebook(notebook, cells, JsonLayout.of(text))
 
 
 def script_of(data: bytes) -> str:
@@ -156,12 +174,6 @@ def _is_python(notebook: dict) -> bool:
     return True
 
 
-def _json_indent(text: str) -> int | None:
-    """The indent of the JSON's first key (Jupyter writes 1), or None for a one-line file."""
-    match = re.match(r"\s*\{\n( *)\"", text)
-    return len(match.group(1)) if match else None
-
-
 # ------------------------------------------------------------------------------------------------- masking
 
 
@@ -173,7 +185,7 @@ def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
         lines[-1] += "\n"
     placeholders: list[tuple[str, str]] = []
 
-    def replace(number: int, placeholder: str) -> None:
+    def mask(number: int, placeholder: str) -> None:
         original = lines[number]
         ending = original[len(original.rstrip("\r\n")):]
         placeholders.append((placeholder, original.rstrip("\r\n")))
@@ -183,10 +195,10 @@ def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
     if first is not None and lines[first].lstrip().startswith("%%"):
         magic = lines[first].lstrip()[2:].split(maxsplit=1)
         if magic and magic[0] in PYTHON_BODY_CELL_MAGICS:
-            replace(first, CELL_PLACEHOLDER)
+            mask(first, CELL_PLACEHOLDER)
         else:  # a body in another language (%%bash, %%writefile, %%html...)
             for number in range(first, len(lines)):
-                replace(number, CELL_PLACEHOLDER)
+                mask(number, CELL_PLACEHOLDER)
             return "".join(lines), placeholders
     for number, placeholder in _ipython_lines(lines):
         line = lines[number]
@@ -197,7 +209,7 @@ def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
             placeholders.append((indent + prefix, indent + magic.group(0)))
             lines[number] = indent + prefix + line[magic.end():]
         else:
-            replace(number, indent + placeholder)
+            mask(number, indent + placeholder)
     return "".join(lines), placeholders
 
 
@@ -225,7 +237,7 @@ def _ipython_lines(lines: list[str]):
             continue
         starts = quote is None and depth == 0 and not continued
         stripped = body.strip()
-        if starts and stripped and not stripped.startswith("%%") and _LINE_MAGIC.match(stripped):
+        if starts and stripped and _LINE_MAGIC.match(stripped):
             yield number, LINE_PLACEHOLDER
             in_magic = body.endswith("\\")
             continue
@@ -287,7 +299,6 @@ def fixed_cell_source(cell: CodeCell, new_masked: str) -> str:
     if not cell.source.endswith(("\n", "\r")) and text.endswith("\n"):
         text = text[:-1]
     return text
-
 
 
 # ---------------------------------------------------------------------------------------------- positions

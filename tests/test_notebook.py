@@ -218,3 +218,23 @@ def test_pytest_plugin_checks_notebooks(pytester):
     result = pytester.runpytest("--peftdoctor", "-v", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*train.ipynb::peftdoctor FAILED*", "*train.ipynb:cell 4:3:9: PD103 adapter loaded*"])
+
+
+def test_fix_keeps_the_json_layout_of_the_file(tmp_path):
+    cells = [markdown("# Réglage fin"), *COLAB_CELLS[1:]]
+    notebook = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+    def written(data) -> bytes:  # indent 2, \u escapes, CRLF, no final newline: not Jupyter's own layout
+        return json.dumps(data, indent=2, ensure_ascii=True).replace("\n", "\r\n").encode()
+
+    path = tmp_path / "train.ipynb"
+    path.write_bytes(written(notebook))
+    assert run("check", "--no-cache", "--fix", str(path)).returncode == 0
+    source = notebook["cells"][3]["source"]
+    source[2] = source[2].replace("'out')", "'out', is_trainable=True)")
+    assert path.read_bytes() == written(notebook)
+
+
+def test_a_cell_magic_below_the_first_line_is_masked_like_a_line_magic():
+    masked, _ = mask_cell("x = 1\n%%time\ny = 2")
+    assert masked == "x = 1\npass  # masked IPython line\ny = 2\n"
