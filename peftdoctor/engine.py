@@ -238,7 +238,8 @@ def _check_notebook(path: Path, data: bytes, config: Config | None, report_unuse
         if config.is_enabled("PD000", display):
             result.findings.append(config.apply_severity(Finding(
                 code="PD000", message=str(exc), path=display, line=1, column=0,
-                hint="nothing in this notebook was checked; open and save it in Jupyter, or exclude it")))
+                hint="nothing in this notebook was checked: a .ipynb file must be a Jupyter notebook (nbformat 4 "
+                     "JSON); exclude it if it is not one")))
         return result
     result = check_source(notebook.script, display, config, report_unused_noqa,
                           (project, path) if project is not None else None)
