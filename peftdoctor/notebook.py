@@ -10,7 +10,7 @@ IPython lines are not Python; each is replaced by a placeholder of one line, so 
 position moves:
 
 * a line magic or shell line at the start of a statement (`%pip install peft`, `!nvidia-smi`,
-  `files = !ls`, `t = %timeit f()`) and a help line (`model?`, `??get_peft_model`) become `pass`, at their
+  `files = !ls`, `t = %timeit f()`, and `pip install peft` or `cd /content`, which IPython runs as magics) and a help line (`model?`, `??get_peft_model`) become `pass`, at their
   indent; but a timing magic that runs one Python statement (`%time trainer.train()`) keeps it: only the
   magic's own characters become `_=` and spaces, so the statement runs for the rules at its own columns;
 * a cell magic whose body is Python (`%%time`, `%%capture`, ...) has its first line made a comment; any
@@ -36,6 +36,9 @@ SUFFIX = ".ipynb"
 # Cell magics whose body IPython runs as Python in the notebook's namespace.
 PYTHON_BODY_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug", "memit"}
 _LINE_MAGIC = re.compile(r"(?:[!%]|(?:[\w.\[\]'\", ]+=\s*[!%]))")
+# IPython's automagic runs these magics without their `%` (`pip install peft`, `cd /content`) when the line is
+# not Python.
+_AUTOMAGIC = re.compile(r"(?:pip|conda|mamba|cd|env|load_ext|matplotlib|pwd|ls|mkdir|cat|rm|cp|mv)\s+\S")
 # `%time <statement>` and the like: the magic and the spaces after it, when no option follows.
 _STATEMENT_MAGIC = re.compile(r"%(?:time|timeit|prun|memit|debug)\s+(?=[^\s-])")
 LINE_PLACEHOLDER = "pass  # masked IPython line"
@@ -213,6 +216,14 @@ def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
     return "".join(lines), placeholders
 
 
+def _parses(line: str) -> bool:
+    try:
+        ast.parse(line)
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def _one_statement(text: str) -> bool:
     """Whether `text` is one expression or assignment, which `_= ` can precede."""
     try:
@@ -237,7 +248,8 @@ def _ipython_lines(lines: list[str]):
             continue
         starts = quote is None and depth == 0 and not continued
         stripped = body.strip()
-        if starts and stripped and _LINE_MAGIC.match(stripped):
+        if starts and stripped and (_LINE_MAGIC.match(stripped) or _AUTOMAGIC.match(stripped)
+                                    and not _parses(stripped)):
             yield number, LINE_PLACEHOLDER
             in_magic = body.endswith("\\")
             continue

@@ -235,6 +235,13 @@ def test_fix_keeps_the_json_layout_of_the_file(tmp_path):
     assert path.read_bytes() == written(notebook)
 
 
+def test_automagic_lines_are_masked_only_when_they_are_not_python():
+    source = "pip install -q peft\ncd ~/data\nls = 3\ncat(x)\npip = 1\ncd /content\n"  # the last is a division
+    masked, placeholders = mask_cell(source)
+    assert masked == "pass  # masked IPython line\n" * 2 + source.split("\n", 2)[2]
+    assert [line for _, line in placeholders] == ["pip install -q peft", "cd ~/data"]
+
+
 def test_a_cell_magic_below_the_first_line_is_masked_like_a_line_magic():
     masked, _ = mask_cell("x = 1\n%%time\ny = 2")
     assert masked == "x = 1\npass  # masked IPython line\ny = 2\n"
