@@ -232,7 +232,7 @@ def _check_notebook(path: Path, data: bytes, config: Config | None, report_unuse
     display = str(path)
     config = config or Config()
     try:
-        notebook = read_notebook(data)
+        notebook = read_notebook(data, display)
     except NotebookError as exc:
         result = CheckResult(files_checked=1, lines_checked=data.count(b"\n") + 1)
         if config.is_enabled("PD000", display):
@@ -243,6 +243,10 @@ def _check_notebook(path: Path, data: bytes, config: Config | None, report_unuse
         return result
     result = check_source(notebook.script, display, config, report_unused_noqa,
                           (project, path) if project is not None else None)
+    if config.is_enabled("PD000", display):
+        suppressions = parse_suppressions(notebook.script)
+        result.findings.extend(config.apply_severity(f) for f in notebook.broken
+                               if not suppressions.suppresses(f.code, f.line))
     result.findings = sorted((in_cells(notebook, f) for f in result.findings), key=Finding.sort_key)
     result.unused_suppressions = [in_cells(notebook, f) for f in result.unused_suppressions]
     return result

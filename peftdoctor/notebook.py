@@ -16,7 +16,9 @@ position moves:
 * a cell magic whose body is Python (`%%time`, `%%capture`, ...) has its first line made a comment; any
   other cell magic (`%%bash`, `%%writefile`, ...) has every line made a comment.
 
-Lines inside a string, brackets or a backslash continuation are never masked. A notebook in another language
+Lines inside a string, brackets or a backslash continuation are never masked. A cell that still does not parse
+fails alone when Jupyter runs it, and the others run: it is left out of the script (its lines made comments),
+and reported once, in its cell. A notebook in another language
 (its kernel says so) has no Python cells. Findings come back located in their cell and line within it;
 `--fix` edits one cell's text and puts the masked lines back.
 """
@@ -41,6 +43,8 @@ _LINE_MAGIC = re.compile(r"(?:[!%]|(?:[\w.\[\]'\", ]+=\s*[!%]))")
 _AUTOMAGIC = re.compile(r"(?:pip|conda|mamba|cd|env|load_ext|matplotlib|pwd|ls|mkdir|cat|rm|cp|mv)\s+\S")
 # `%time <statement>` and the like: the magic and the spaces after it, when no option follows.
 _STATEMENT_MAGIC = re.compile(r"%(?:time|timeit|prun|memit|debug)\s+(?=[^\s-])")
+_LINE_REFERENCE = re.compile(r"\bline (\d+)\b")
+BROKEN_CELL_HINT = "fix the syntax error; this cell was left out, the notebook's other cells were checked"
 LINE_PLACEHOLDER = "pass  # masked IPython line"
 CELL_PLACEHOLDER = "# masked IPython line"
 
@@ -90,6 +94,7 @@ class Notebook:
     data: dict
     cells: list[CodeCell]
     layout: JsonLayout
+    broken: list[Finding] = field(default_factory=list)  # PD000 of each cell left out, at its script line
 
     @property
     def script(self) -> str:
@@ -119,7 +124,7 @@ class Notebook:
         return (text + ("\n" if layout.final_newline else "")).replace("\n", layout.newline)
 
 
-def read_notebook(data: bytes) -> Notebook:
+def read_notebook(data: bytes, path: str = "<notebook>") -> Notebook:
     """The notebook in `data`, or NotebookError saying in one line why it cannot be read."""
     try:
         text = data.decode("utf-8-sig")
@@ -146,7 +151,31 @@ def read_notebook(data: bytes) -> Notebook:
             masked, placeholders = mask_cell(source)
             cells.append(CodeCell(index, index + 1, line, source, masked, placeholders))
             line += cells[-1].line_count
-    return Notebook(notebook, cells, JsonLayout.of(text))
+    read = Notebook(notebook, cells, JsonLayout.of(text))
+    _leave_out_broken_cells(read, path)
+    return read
+
+
+def _leave_out_broken_cells(notebook: Notebook, path: str) -> None:
+    """Each cell that does not parse by itself (Jupyter compiles each cell alone) is made comments, so that
+    the others are checked, and reported at its script line."""
+    from peftdoctor.source import parse_source  # libcst decides for syntax newer than this Python's
+
+    for cell in notebook.cells:
+        # Not the file's name: Python would take the error's line text, and so its column, from that file.
+        _, _, found = parse_source(cell.masked, f"<cell {cell.number}>", need_module=False)
+        error = next((f for f in found if f.code == "PD000"), None)
+        if error is None:
+            continue
+        offset = cell.first_line - 1
+
+        def shifted(match: re.Match) -> str:
+            return f"line {int(match.group(1)) + offset}"
+
+        message = _LINE_REFERENCE.sub(shifted, error.message).replace("file does not parse", "cell does not parse")
+        notebook.broken.append(replace(error, path=path, line=error.line + offset, hint=BROKEN_CELL_HINT,
+                                       message=message))
+        cell.masked = "".join(f"#{line}\n" for line in cell.masked.splitlines())  # its noqa comments still read
 
 
 def script_of(data: bytes) -> str:
@@ -314,9 +343,6 @@ def fixed_cell_source(cell: CodeCell, new_masked: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- positions
-
-_LINE_REFERENCE = re.compile(r"\bline (\d+)\b")
-
 
 def in_cells(notebook: Notebook, finding: Finding) -> Finding:
     """`finding` (script lines) located in its cell; "line N" in its message, hint and versions names the cell

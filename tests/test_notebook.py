@@ -74,7 +74,7 @@ def test_folder_walk_finds_notebooks_and_skips_those_without_peft(tmp_path):
     assert "in 3 files" in result.stdout
     named = run("check", "--no-cache", str(tmp_path / "plots.ipynb"))
     assert named.returncode == 1 and f"{tmp_path / 'plots.ipynb'}:cell 1:3:" in named.stdout
-    assert "PD000 file does not parse" in named.stdout
+    assert "PD000 cell does not parse" in named.stdout
 
 
 def test_malformed_notebooks_give_one_clear_line(tmp_path):
@@ -221,7 +221,7 @@ def test_pytest_plugin_checks_notebooks(pytester):
 
 
 def test_fix_keeps_the_json_layout_of_the_file(tmp_path):
-    cells = [markdown("# Réglage fin"), *COLAB_CELLS[1:]]
+    cells = json.loads(json.dumps([markdown("# Réglage fin"), *COLAB_CELLS[1:]]))  # edited below
     notebook = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
     def written(data) -> bytes:  # indent 2, \u escapes, CRLF, no final newline: not Jupyter's own layout
@@ -245,3 +245,20 @@ def test_automagic_lines_are_masked_only_when_they_are_not_python():
 def test_a_cell_magic_below_the_first_line_is_masked_like_a_line_magic():
     masked, _ = mask_cell("x = 1\n%%time\ny = 2")
     assert masked == "x = 1\npass  # masked IPython line\ny = 2\n"
+
+
+def test_a_cell_that_does_not_parse_is_reported_and_the_others_are_checked(tmp_path):
+    cells = [*COLAB_CELLS[:2], code("print 'hello'"), code("x = f(\n  1,"), *COLAB_CELLS[2:],
+             code("def g(:  # noqa: PD000\n  pass")]
+    notebook = write_notebook(tmp_path / "broken.ipynb", cells)
+    result = run("check", "--no-cache", str(notebook))
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("  hint")]
+    assert lines == [
+        f"{notebook}:cell 3:1:1: PD000 cell does not parse: Python 2 source (print statement at cell 3, line 1); "
+        "peftdoctor checks Python 3",
+        f"{notebook}:cell 4:1:6: PD000 cell does not parse: '(' was never closed",
+        f"{notebook}:cell 6:3:9: PD103 adapter loaded without is_trainable=True is trained (trainer.train() at "
+        "cell 8, line 3); its LoRA weights are frozen (requires_grad=False), so nothing is learned",
+        "Found 3 findings in 1 file (3 errors).",
+    ], result.stdout
+    assert "the notebook's other cells were checked" in result.stdout
