@@ -11,7 +11,7 @@ import libcst as cst
 
 from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
-from peftdoctor.notebook import NotebookError, is_notebook, read_notebook, script_of
+from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
 from peftdoctor.registry import Rule, rules_of_kind
 from peftdoctor.source import decode_source, parse_source
 from peftdoctor.suppression import parse_suppressions
@@ -51,7 +51,8 @@ def _is_virtualenv(folder: Path) -> bool:
 
 
 def iter_python_files(paths, config: Config | None = None):
-    """(path, named) for every .py and .ipynb file under `paths`, skipping VCS, caches, virtualenvs and hidden folders.
+    """(path, named) for every .py and .ipynb file under `paths`, skipping VCS, caches, virtualenvs and hidden
+    folders (so `.ipynb_checkpoints/` too).
 
     `named` is True for a file given explicitly (even if a folder walk also meets it): it is always checked
     and reported. A file found by walking is reported only when it concerns peft (see `check_file`); macOS
@@ -227,8 +228,6 @@ def _check_notebook(path: Path, data: bytes, config: Config | None, report_unuse
                     project) -> CheckResult:
     """A notebook's code cells checked as one script; findings located in their cell. One that cannot be
     read is one PD000 finding."""
-    from peftdoctor.notebook import in_cells
-
     display = str(path)
     config = config or Config()
     try:

@@ -10,9 +10,10 @@ IPython lines are not Python; each is replaced by a placeholder of one line, so 
 position moves:
 
 * a line magic or shell line at the start of a statement (`%pip install peft`, `!nvidia-smi`,
-  `files = !ls`, `t = %timeit f()`, and `pip install peft` or `cd /content`, which IPython runs as magics) and a help line (`model?`, `??get_peft_model`) become `pass`, at their
-  indent; but a timing magic that runs one Python statement (`%time trainer.train()`) keeps it: only the
-  magic's own characters become `_=` and spaces, so the statement runs for the rules at its own columns;
+  `files = !ls`, `t = %timeit f()`, and `pip install peft` or `cd ~/data`, which IPython runs as magics when
+  they are not Python) and a help line (`model?`, `??get_peft_model`) become `pass`, at their indent; but a
+  timing magic that runs one Python statement (`%time trainer.train()`) keeps it: only the magic's own
+  characters become `_=` and spaces, so the statement runs for the rules at its own columns;
 * a cell magic whose body is Python (`%%time`, `%%capture`, ...) has its first line made a comment; any
   other cell magic (`%%bash`, `%%writefile`, ...) has every line made a comment.
 
@@ -159,7 +160,8 @@ def read_notebook(data: bytes, path: str = "<notebook>") -> Notebook:
 def _leave_out_broken_cells(notebook: Notebook, path: str) -> None:
     """Each cell that does not parse by itself (Jupyter compiles each cell alone) is made comments, so that
     the others are checked, and reported at its script line."""
-    from peftdoctor.source import parse_source  # libcst decides for syntax newer than this Python's
+    # libcst decides for syntax newer than this Python's
+    from peftdoctor.source import parse_source
 
     for cell in notebook.cells:
         # Not the file's name: Python would take the error's line text, and so its column, from that file.
@@ -168,11 +170,7 @@ def _leave_out_broken_cells(notebook: Notebook, path: str) -> None:
         if error is None:
             continue
         offset = cell.first_line - 1
-
-        def shifted(match: re.Match) -> str:
-            return f"line {int(match.group(1)) + offset}"
-
-        message = _LINE_REFERENCE.sub(shifted, error.message).replace("file does not parse", "cell does not parse")
+        message = _LINE_REFERENCE.sub(lambda match, by=offset: f"line {int(match.group(1)) + by}", error.message).replace("file does not parse", "cell does not parse")
         notebook.broken.append(replace(error, path=path, line=error.line + offset, hint=BROKEN_CELL_HINT,
                                        message=message))
         cell.masked = "".join(f"#{line}\n" for line in cell.masked.splitlines())  # its noqa comments still read

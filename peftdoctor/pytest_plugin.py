@@ -36,7 +36,8 @@ ADAPTER_ITEM_NAME = "peftdoctor-inspect"
 def pytest_addoption(parser):
     group = parser.getgroup("peftdoctor")
     group.addoption("--peftdoctor", action="store_true", default=False,
-                    help="Lint .py files and notebooks and inspect adapter folders under the test paths with peftdoctor.")
+                    help="Lint .py files and notebooks and inspect adapter folders under the test paths with "
+                         "peftdoctor.")
 
 
 def pytest_configure(config):

@@ -254,11 +254,11 @@ def test_a_cell_that_does_not_parse_is_reported_and_the_others_are_checked(tmp_p
     result = run("check", "--no-cache", str(notebook))
     lines = [line for line in result.stdout.splitlines() if not line.startswith("  hint")]
     assert lines == [
-        f"{notebook}:cell 3:1:1: PD000 cell does not parse: Python 2 source (print statement at cell 3, line 1); "
-        "peftdoctor checks Python 3",
+        (f"{notebook}:cell 3:1:1: PD000 cell does not parse: Python 2 source (print statement at cell 3, line 1); "
+         "peftdoctor checks Python 3"),
         f"{notebook}:cell 4:1:6: PD000 cell does not parse: '(' was never closed",
-        f"{notebook}:cell 6:3:9: PD103 adapter loaded without is_trainable=True is trained (trainer.train() at "
-        "cell 8, line 3); its LoRA weights are frozen (requires_grad=False), so nothing is learned",
+        (f"{notebook}:cell 6:3:9: PD103 adapter loaded without is_trainable=True is trained (trainer.train() at "
+         "cell 8, line 3); its LoRA weights are frozen (requires_grad=False), so nothing is learned"),
         "Found 3 findings in 1 file (3 errors).",
     ], result.stdout
     assert "the notebook's other cells were checked" in result.stdout
