@@ -45,9 +45,15 @@ _AUTOMAGIC = re.compile(r"(?:pip|conda|mamba|cd|env|load_ext|matplotlib|pwd|ls|m
 # `%time <statement>` and the like: the magic and the spaces after it, when no option follows.
 _STATEMENT_MAGIC = re.compile(r"%(?:time|timeit|prun|memit|debug)\s+(?=[^\s-])")
 _LINE_REFERENCE = re.compile(r"\bline (\d+)\b")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 BROKEN_CELL_HINT = "fix the syntax error; this cell was left out, the notebook's other cells were checked"
 LINE_PLACEHOLDER = "pass  # masked IPython line"
 CELL_PLACEHOLDER = "# masked IPython line"
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their endings, split where Python splits them (str.splitlines also splits at a form feed)."""
+    return _LINE.findall(text)
 
 
 class NotebookError(ValueError):
@@ -72,7 +78,7 @@ class CodeCell:
 
     @property
     def line_count(self) -> int:
-        return self.masked.count("\n")
+        return len(split_lines(self.masked))
 
 
 class JsonLayout(NamedTuple):
@@ -118,7 +124,7 @@ class Notebook:
         """The notebook's JSON with the given cells' sources (cell number -> text) replaced, all else kept."""
         for number, text in new_sources.items():
             cell = self.data["cells"][self.cell(number).index]
-            lines = text.splitlines(keepends=True)
+            lines = split_lines(text)
             cell["source"] = lines if isinstance(cell["source"], list) else text
         layout = self.layout
         text = json.dumps(self.data, indent=layout.indent, ensure_ascii=layout.ascii_only)
@@ -173,7 +179,9 @@ def _leave_out_broken_cells(notebook: Notebook, path: str) -> None:
         message = _LINE_REFERENCE.sub(lambda match, by=offset: f"line {int(match.group(1)) + by}", error.message).replace("file does not parse", "cell does not parse")
         notebook.broken.append(replace(error, path=path, line=error.line + offset, hint=BROKEN_CELL_HINT,
                                        message=message))
-        cell.masked = "".join(f"#{line}\n" for line in cell.masked.splitlines())  # its noqa comments still read
+        # Its noqa comments are still read; a NUL, which no comment may hold, becomes a space.
+        cell.masked = "".join(f"#{line.rstrip(chr(13) + chr(10))}\n".replace("\0", " ")
+                              for line in split_lines(cell.masked))
 
 
 def script_of(data: bytes) -> str:
@@ -210,7 +218,7 @@ def _is_python(notebook: dict) -> bool:
 def mask_cell(source: str) -> tuple[str, list[tuple[str, str]]]:
     """The cell's text with IPython lines replaced (one line each), and the (masked, original) starts of the
     lines it changed."""
-    lines = source.splitlines(keepends=True)
+    lines = split_lines(source)
     if lines and not lines[-1].endswith(("\n", "\r")):
         lines[-1] += "\n"
     placeholders: list[tuple[str, str]] = []
@@ -321,7 +329,7 @@ def unmask(masked: str, placeholders: list[tuple[str, str]]) -> str:
     `mask_cell` added is dropped again by the caller."""
     pending = list(placeholders)
     out = []
-    for line in masked.splitlines(keepends=True):
+    for line in split_lines(masked):
         body = line.rstrip("\r\n")
         if pending and body.startswith(pending[0][0]):
             masked_start, original_start = pending.pop(0)

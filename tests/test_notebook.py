@@ -262,3 +262,13 @@ def test_a_cell_that_does_not_parse_is_reported_and_the_others_are_checked(tmp_p
         "Found 3 findings in 1 file (3 errors).",
     ], result.stdout
     assert "the notebook's other cells were checked" in result.stdout
+
+
+def test_lines_are_counted_where_python_counts_them(tmp_path):
+    # a form feed and a line separator are not line ends for Python (str.splitlines would split at both)
+    cells = [code("s = '\u2028'\x0c\nimport peft\n"), code("%ls\r\ny = 1\r\n\x00"), code("z = 2")]
+    notebook = read_notebook(write_notebook(tmp_path / "nb.ipynb", cells).read_bytes())
+    assert [notebook.locate(line) for line in range(1, 7)] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (3, 1)]
+    assert [(f.line, f.message) for f in notebook.broken] == [(5, "not a Python source file: binary data (a NUL "
+                                                                   "character)")]
+    compile(notebook.script, "<script>", "exec")
