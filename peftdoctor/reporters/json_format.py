@@ -20,7 +20,7 @@
       ]
     }
 
-Findings are sorted by path, line, column, code. New keys may be added.
+Findings are sorted by path, cell, line, column, code. New keys may be added.
 """
 
 from __future__ import annotations
