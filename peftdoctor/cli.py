@@ -190,7 +190,7 @@ def cli() -> None:
 def check(paths, select, ignore, extend_select, config_file, fmt, output, statistics, quiet, color_flag,
           report_unused_noqa, fix, show_diff, show_fixes, exit_zero, stdin_filename, no_respect_gitignore,
           no_cache, cache_dir, jobs) -> None:
-    """Lint training scripts (files or folders; default: the current folder; `-`: standard input)."""
+    """Lint training scripts and notebooks (files or folders; default: the current folder; `-`: standard input)."""
     from peftdoctor.engine import PathError, check_paths
     from peftdoctor.project_run import default_jobs
 

@@ -11,6 +11,7 @@ import libcst as cst
 
 from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
+from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
 from peftdoctor.registry import Rule, rules_of_kind
 from peftdoctor.source import decode_source, parse_source
 from peftdoctor.suppression import parse_suppressions
@@ -50,8 +51,9 @@ def _is_virtualenv(folder: Path) -> bool:
 
 
 def iter_python_files(paths, config: Config | None = None):
-    """(path, named) for every .py file under `paths`, skipping VCS, caches, virtualenvs and hidden folders,
-    and what `.gitignore`/`.ignore` files leave out (see peftdoctor.ignore_files) unless the config says not to.
+    """(path, named) for every .py and .ipynb file under `paths`, skipping VCS, caches, virtualenvs and hidden
+    folders (so `.ipynb_checkpoints/` too), and what `.gitignore`/`.ignore` files leave out (see
+    peftdoctor.ignore_files) unless the config says not to.
 
     `named` is True for a file given explicitly (even if a folder walk also meets it): it is always checked
     and reported. A file found by walking is reported only when it concerns peft (see `check_file`); macOS
@@ -91,7 +93,7 @@ def iter_python_files(paths, config: Config | None = None):
             if rules is not None:
                 ignore.update((root_path / d, rules) for d in dirs)
             for name in sorted(files):
-                if name.endswith(".py") and not name.startswith("._"):
+                if name.endswith((".py", ".ipynb")) and not name.startswith("._"):
                     file_path = root_path / name
                     if config and config.for_path(file_path).is_excluded(file_path):
                         continue
@@ -200,8 +202,11 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
 
 
 def read_source(path: Path) -> str:
-    """The file's text as Python decodes it (PEP 263); bytes that are not text come back as latin-1."""
+    """The file's text as Python decodes it (PEP 263); bytes that are not text come back as latin-1.
+    A notebook's text is its code cells as one script (empty when it is not a notebook)."""
     data = path.read_bytes()
+    if is_notebook(path):
+        return script_of(data)
     text, _ = decode_source(data, str(path))
     return text if text is not None else data.decode("latin-1")
 
@@ -225,6 +230,8 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
         raise PathError(f"{display}: cannot read: {exc.strerror or exc}") from None
     if not named and not _concerns_peft(data) and not (project is not None and project.walked(path)):
         return CheckResult(files_checked=1, lines_checked=data.count(b"\n") + 1)
+    if is_notebook(path):
+        return _check_notebook(path, data, config, report_unused_noqa, project)
     source, not_text = decode_source(data, display)
     if source is None:
         config = config or Config()
@@ -234,6 +241,33 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
         return result
     return check_source(source, display, config, report_unused_noqa,
                         (project, path) if project is not None else None)
+
+
+def _check_notebook(path: Path, data: bytes, config: Config | None, report_unused_noqa: bool,
+                    project) -> CheckResult:
+    """A notebook's code cells checked as one script; findings located in their cell. One that cannot be
+    read is one PD000 finding."""
+    display = str(path)
+    config = config or Config()
+    try:
+        notebook = read_notebook(data, display)
+    except NotebookError as exc:
+        result = CheckResult(files_checked=1, lines_checked=data.count(b"\n") + 1)
+        if config.is_enabled("PD000", display):
+            result.findings.append(config.apply_severity(Finding(
+                code="PD000", message=str(exc), path=display, line=1, column=0,
+                hint="nothing in this notebook was checked: a .ipynb file must be a Jupyter notebook (nbformat 4 "
+                     "JSON); exclude it if it is not one")))
+        return result
+    result = check_source(notebook.script, display, config, report_unused_noqa,
+                          (project, path) if project is not None else None)
+    if config.is_enabled("PD000", display):
+        suppressions = parse_suppressions(notebook.script)
+        result.findings.extend(config.apply_severity(f) for f in notebook.broken
+                               if not suppressions.suppresses(f.code, f.line))
+    result.findings = sorted((in_cells(notebook, f) for f in result.findings), key=Finding.sort_key)
+    result.unused_suppressions = [in_cells(notebook, f) for f in result.unused_suppressions]
+    return result
 
 
 def project_root_of(paths) -> Path:

@@ -23,6 +23,7 @@ class Finding:
     `path` is the checked file (or adapter folder / file for inspect); line and
     column are 1-based (column 0 means "whole file"). `versions` says which
     library versions the finding applies to, when the rule depends on them.
+    In a notebook, `cell` is the 1-based cell (markdown cells counted) and line/end_line count within it.
     """
 
     code: str
@@ -36,16 +37,18 @@ class Finding:
     end_column: int | None = None
     versions: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    cell: int | None = None
 
     def sort_key(self):
-        return (self.path, self.line, self.column, self.code, self.message)
+        return (self.path, self.cell or 0, self.line, self.column, self.code, self.message)
 
     def with_severity(self, severity: Severity) -> "Finding":
         return replace(self, severity=severity)
 
     def location(self) -> str:
+        path = f"{self.path}:cell {self.cell}" if self.cell else self.path
         if self.column:
-            return f"{self.path}:{self.line}:{self.column}"
+            return f"{path}:{self.line}:{self.column}"
         if self.line:
-            return f"{self.path}:{self.line}"
-        return self.path
+            return f"{path}:{self.line}"
+        return path

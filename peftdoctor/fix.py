@@ -30,6 +30,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from peftdoctor.notebook import NotebookError, fixed_cell_source, is_notebook, read_notebook
 from peftdoctor.safe_write import Refused, Snapshot, check_target, read_snapshot, real_path, reason, replace_file
 
 KINDS = ("add_keyword", "replace_keyword")
@@ -188,6 +189,28 @@ def apply_edits(source: str, edits: list[dict]) -> str:
     return wrapper.module.visit(_Rewriter(targets)).code
 
 
+def _fix_notebook(name: str, text: str, edits: list[dict]) -> tuple[str, list[tuple[str, str, str]]]:
+    """A notebook's JSON with `edits` (lines of its script) applied cell by cell, and (cell label, old, new) for
+    each cell that changed. Outputs, metadata and the other cells are kept as they were."""
+    notebook = read_notebook(text.encode("utf-8"))
+    by_cell: dict[int, list[dict]] = defaultdict(list)
+    for edit in edits:
+        where = notebook.locate(int(edit["line"]))
+        if where is not None:
+            by_cell[where[0]].append({**edit, "line": where[1]})
+    new_sources: dict[int, str] = {}
+    changed = []
+    for number, cell_edits in sorted(by_cell.items()):
+        cell = notebook.cell(number)
+        new_masked = apply_edits(cell.masked, cell_edits)
+        if new_masked != cell.masked:
+            new_sources[number] = fixed_cell_source(cell, new_masked)
+            changed.append((f"{name}:cell {number}", cell.source, new_sources[number]))
+    if not new_sources:
+        return text, []
+    return notebook.dumps(new_sources), changed
+
+
 def _read(path: Path) -> tuple[str, str, Snapshot]:
     data, snapshot = read_snapshot(path)
     try:
@@ -230,7 +253,7 @@ def apply_fixes(paths, config, *, write: bool, stream, show: bool = False) -> bo
             by_real[real] = (name, list(by_file[name]))
     changed_files = 0
     fixed = 0
-    pending: list[tuple[str, str, str, str, Snapshot, int]] = []
+    pending: list[tuple[str, str, str, Snapshot, int, list[tuple[str, str, str]]]] = []
     for name, edits in by_real.values():
         path = Path(name)
         try:
@@ -240,20 +263,24 @@ def apply_fixes(paths, config, *, write: bool, stream, show: bool = False) -> bo
         except OSError as exc:
             raise PathError(f"{name}: cannot read: {exc.strerror or exc}") from None
         try:
-            new = apply_edits(source, edits)
-        except (FixError, cst.ParserSyntaxError) as exc:
+            if is_notebook(path):
+                new, diffs = _fix_notebook(name, source, edits)
+            else:
+                new = apply_edits(source, edits)
+                diffs = [(name, source, new)]
+        except (FixError, NotebookError, cst.ParserSyntaxError) as exc:
             print(f"peftdoctor: warning: {name}: fix skipped: {exc}", file=sys.stderr)
             continue
         if new == source:
             continue
-        pending.append((name, source, new, encoding, snapshot, len(edits)))
+        pending.append((name, new, encoding, snapshot, len(edits), diffs))
     if write:
-        for name, _, _, _, snapshot, _ in pending:  # refuse before anything is written
+        for name, _, _, snapshot, _, _ in pending:  # refuse before anything is written
             try:
                 check_target(name, snapshot)
             except (Refused, OSError) as exc:
                 raise PathError(f"{name}: cannot write fix: {reason(exc)}") from None
-    for name, source, new, encoding, snapshot, count in pending:
+    for name, new, encoding, snapshot, count, diffs in pending:
         changed_files += 1
         fixed += count
         if write:
@@ -262,10 +289,11 @@ def apply_fixes(paths, config, *, write: bool, stream, show: bool = False) -> bo
             except (Refused, OSError) as exc:
                 raise PathError(f"{name}: cannot write fix: {reason(exc)}") from None
         else:
-            stream.writelines(difflib.unified_diff(
-                source.splitlines(keepends=True), new.splitlines(keepends=True),
-                fromfile=f"a/{Path(name).as_posix()}", tofile=f"b/{Path(name).as_posix()}",
-            ))
+            for label, old_text, new_text in diffs:  # a notebook: one diff per changed cell
+                stream.writelines(difflib.unified_diff(
+                    _lines(old_text), _lines(new_text),
+                    fromfile=f"a/{Path(label).as_posix()}", tofile=f"b/{Path(label).as_posix()}",
+                ))
     if write and changed_files:
         # stderr: stdout may be carrying a JSON or SARIF report.
         print(f"peftdoctor: fixed {fixed} finding{'s' if fixed != 1 else ''} in {changed_files} "
@@ -284,3 +312,11 @@ def _show_fixed(fixed: list[tuple[str, Counter]]) -> None:
         for code, count in sorted(counts.items()):
             rule = get_rule(code)
             print(f"    {count} \N{MULTIPLICATION SIGN} {code} ({rule.name if rule else code})", file=sys.stderr)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines for a diff; a last line without a newline (a notebook cell's) gets one, so the diff stays valid."""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return lines

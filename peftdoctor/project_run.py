@@ -16,6 +16,7 @@ from pathlib import Path
 from peftdoctor.config import Config
 from peftdoctor.engine import CheckResult, check_file, iter_python_files, project_root_of, read_project
 from peftdoctor.finding import Finding
+from peftdoctor.notebook import is_notebook, script_of
 
 # Parts are sent to workers in batches of at least this many files (a process per two-line script
 # costs more than it saves).
@@ -85,7 +86,7 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
         except OSError:
             data[path] = b""
             return None
-        return data[path].decode("utf-8", "replace")
+        return script_of(data[path]) if is_notebook(path) else data[path].decode("utf-8", "replace")
 
     real = _RealPaths()
     texts = {}

@@ -6,7 +6,7 @@ pytest and the standard library at the top, and peftdoctor's checker is
 imported on first use.
 
 With `--peftdoctor`:
-- every `.py` file under the test paths becomes one item, `path::peftdoctor`,
+- every `.py` file (and `.ipynb` notebook) under the test paths becomes one item, `path::peftdoctor`,
   that fails with the file's findings (info-only counts as a pass, like the CLI);
 - every folder holding an `adapter_config.json` becomes one item,
   `folder/adapter_config.json::peftdoctor-inspect`, running the header checks;
@@ -21,6 +21,7 @@ Fixtures (always available): `peftdoctor_check`, `peftdoctor_inspect`,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -35,7 +36,8 @@ ADAPTER_ITEM_NAME = "peftdoctor-inspect"
 def pytest_addoption(parser):
     group = parser.getgroup("peftdoctor")
     group.addoption("--peftdoctor", action="store_true", default=False,
-                    help="Lint .py files and inspect adapter folders under the test paths with peftdoctor.")
+                    help="Lint .py files and notebooks and inspect adapter folders under the test paths with "
+                         "peftdoctor.")
 
 
 def pytest_configure(config):
@@ -48,7 +50,7 @@ def pytest_collect_file(file_path: Path, parent):
     config = parent.config
     if not config.getoption("peftdoctor"):
         return None
-    if file_path.suffix == ".py":
+    if file_path.suffix in (".py", ".ipynb"):
         if config.stash[_STATE].excluded(file_path):
             return None
         return PeftdoctorFile.from_parent(parent, path=file_path)
@@ -108,7 +110,7 @@ class _State:
 
     def check_file(self, path: Path) -> list:
         from peftdoctor import __version__
-        from peftdoctor.engine import check_source, read_source
+        from peftdoctor.engine import check_file, check_source, read_source
         from peftdoctor.finding import Finding, Severity
 
         settings = self.settings_for(path)
@@ -126,7 +128,10 @@ class _State:
             rows = entry["findings"]
         else:
             self.parsed += 1
-            found = check_source(read_source(path), display, settings).findings
+            if path.suffix == ".ipynb":  # located in its cells, under the name shown for the item
+                found = [dataclasses.replace(f, path=display) for f in check_file(path, settings).findings]
+            else:
+                found = check_source(read_source(path), display, settings).findings
             rows = [_to_row(f) for f in found]
         self.new[display] = {"key": digest, "findings": rows}
         return [Finding(**{**row, "severity": Severity(row["severity"])}) for row in rows]
@@ -148,6 +153,7 @@ def _to_row(finding) -> dict:
         "code": finding.code, "message": finding.message, "path": finding.path, "line": finding.line,
         "column": finding.column, "hint": finding.hint, "severity": finding.severity.value,
         "end_line": finding.end_line, "end_column": finding.end_column, "versions": finding.versions,
+        "cell": finding.cell,
     }
 
 

@@ -8,6 +8,7 @@ committed files plus changes to tracked files.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -61,6 +62,12 @@ def trained_adapter(tmp_path_factory):
     return folder
 
 
+def _notebook(source: str) -> str:
+    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+            "source": source.splitlines(keepends=True)}
+    return json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, indent=1) + "\n"
+
+
 def test_hooks_fail_on_findings_and_pass_after_the_fix(tmp_path, trained_adapter):
     if importlib.util.find_spec("pre_commit") is None:
         pytest.skip("pre-commit is not installed (pip install pre-commit)")
@@ -71,6 +78,7 @@ def test_hooks_fail_on_findings_and_pass_after_the_fix(tmp_path, trained_adapter
     repo.mkdir()
     _git("init", "-q", cwd=repo)
     (repo / "train.py").write_text(BUGGY)
+    (repo / "explore.ipynb").write_text(_notebook("!nvidia-smi\n" + BUGGY))
     shutil.copytree(trained_adapter, repo / "adapters" / "good")
     broken = repo / "adapters" / "broken"
     broken.mkdir(parents=True)
@@ -83,6 +91,7 @@ def test_hooks_fail_on_findings_and_pass_after_the_fix(tmp_path, trained_adapter
     assert first.returncode == 1, output
     assert "peftdoctor check" in output and "peftdoctor inspect" in output
     assert "train.py:6:9: PD101" in output
+    assert "explore.ipynb:cell 1:7:9: PD101" in output  # notebooks are passed to the hook too
     assert "PD600" in output and "adapters/broken" in output
     # the good adapter is checked (its summary is shown) but has no error
     assert "adapters/good" in output
@@ -91,6 +100,7 @@ def test_hooks_fail_on_findings_and_pass_after_the_fix(tmp_path, trained_adapter
     assert "Traceback" not in output
 
     (repo / "train.py").write_text(FIXED)
+    (repo / "explore.ipynb").write_text(_notebook(FIXED))
     shutil.rmtree(broken)
     shutil.copytree(trained_adapter, broken)
     _git("add", "-A", cwd=repo)

@@ -4,7 +4,9 @@
 
 error -> ::error, warning -> ::warning, info -> ::notice. Paths are relative to
 the repository root (git top level, else the working directory), as GitHub
-needs them to place the annotation on the diff.
+needs them to place the annotation on the diff. A notebook's lines count within a
+cell, not in the file GitHub shows, so its annotation is on the file and the
+message starts with the place: `cell 3:12:5: ...`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ def escape_property(text: str) -> str:
 def line_for(finding: Finding, root) -> str:
     path = relative_path(finding.path, root) or finding.path
     props = [f"file={escape_property(path)}"]
-    if finding.line:
+    message = finding.message
+    if finding.cell:
+        message = f"{finding.location().removeprefix(finding.path + ':')}: {message}"
+    elif finding.line:
         props.append(f"line={finding.line}")
         if finding.column:
             props.append(f"col={finding.column}")
@@ -35,7 +40,6 @@ def line_for(finding: Finding, root) -> str:
             if finding.end_column:
                 props.append(f"endColumn={finding.end_column}")
     props.append(f"title={escape_property(finding.code)}")
-    message = finding.message
     if finding.hint:
         message += f"\nhint: {finding.hint}"
     return f"::{_COMMAND[finding.severity]} {','.join(props)}::{escape_data(message)}"

@@ -14,7 +14,8 @@
           "end_line": 12, "end_column": 40,                       # null when unknown
           "url": "https://.../rules/PD101.md",
           "versions": "",                                         # library versions it applies to
-          "fixable": true                                         # `check --fix` can fix it
+          "fixable": true,                                        # `check --fix` can fix it
+          "cell": 3                 # only in a notebook: its 1-based cell; line and end_line count in it
         }
       ],
       "adapters": [                      # inspect only: what each readable adapter holds
@@ -25,7 +26,7 @@
       ]
     }
 
-Findings are sorted by path, line, column, code. New keys may be added.
+Findings are sorted by path, cell, line, column, code. New keys may be added.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def finding_to_dict(finding: Finding) -> dict:
         "url": rule.url if rule else DOCS_URL.format(code=finding.code),
         "versions": finding.versions,
         "fixable": bool(finding.extra.get("fix")),
-    }
+    } | ({"cell": finding.cell} if finding.cell else {})
 
 
 def report(findings: list[Finding], *, files_checked: int | None = None, tool_kind: str = "check",

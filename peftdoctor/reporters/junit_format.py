@@ -1,6 +1,7 @@
 """JUnit XML: one <testsuite name="peftdoctor">, one <testcase> per finding.
 
-Each error or warning is a testcase (classname = the path, name = "CODE line:col")
+Each error or warning is a testcase (classname = the path, name = "CODE line:col", or "CODE cell N:line:col"
+in a notebook)
 with a <failure type="error|warning" message="..."> whose text holds the location
 and hint. Info findings are passing testcases. A run with no findings still has
 one passing testcase, "peftdoctor", so CI shows that the check ran.
@@ -30,6 +31,8 @@ def build(findings: list[Finding], files_checked: int | None = None, tool_kind: 
         ET.SubElement(suite, "testcase", {"classname": "peftdoctor", "name": "peftdoctor"})
     for finding in findings:
         where = f"{finding.line}:{finding.column}" if finding.column else f"{finding.line}"
+        if finding.cell:
+            where = f"cell {finding.cell}:{where}"
         case = ET.SubElement(suite, "testcase", {"classname": finding.path, "name": f"{finding.code} {where}",
                                                  "file": finding.path, "line": str(finding.line)})
         body = f"{finding.location()}: {finding.code} {finding.message}"

@@ -5,7 +5,8 @@ short/full description, help text+markdown from rules/<CODE>.md, helpUri,
 default level); each result points at its rule by `ruleId` and `ruleIndex`.
 Locations are relative to the repository root (git top level, else the working
 directory) with `uriBaseId` "%SRCROOT%"; a finding on line 0 (a whole file or
-folder) has no region.
+folder) has no region. In a notebook the region counts lines within the code cell that
+`properties.cell` (1-based) names.
 """
 
 from __future__ import annotations
@@ -83,8 +84,11 @@ def report(findings: list[Finding], root: Path | None = None) -> dict:
             "message": {"text": text},
             "locations": [_location(finding, root)],
         }
-        if finding.versions:
-            result["properties"] = {"versions": finding.versions}
+        properties = {"versions": finding.versions} if finding.versions else {}
+        if finding.cell:
+            properties["cell"] = finding.cell
+        if properties:
+            result["properties"] = properties
         results.append(result)
     return {
         "$schema": SCHEMA_URI,
