@@ -44,9 +44,9 @@ def reentrant(**extra) -> dict:
 
 
 def trainer(model, out_dir, callbacks=(), *, data=None, steps: int = 2, **args) -> Trainer:
+    args = dict(save_strategy="no", logging_strategy="no") | args
     arguments = TrainingArguments(str(out_dir), per_device_train_batch_size=2, max_steps=steps,
-                                  learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True,
-                                  logging_strategy="no", disable_tqdm=True, **args)
+                                  learning_rate=1e-2, report_to=[], use_cpu=True, disable_tqdm=True, **args)
     return Trainer(model=model, args=arguments, train_dataset=data if data is not None else LMDataset(),
                    callbacks=list(callbacks))
 

@@ -6,9 +6,12 @@ import logging
 import subprocess
 import sys
 
-import peft
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
 from learning_helpers import Images, llama_peft, moved, reentrant, saved_adapter, snapshot, trainer, vit_lora
 from tiny import tiny_llama
 from truth_helpers import lora, token_batch

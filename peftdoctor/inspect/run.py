@@ -46,12 +46,15 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
         console = Console(file=sys.stdout, highlight=False, soft_wrap=True, emoji=False)
         err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    inspected: dict[Path, checks.Adapter] = {}
     for folder in find_adapters(paths):
         try:
             found, adapter = inspect_adapter(folder, config=config, base=base)
         except Exception as exc:  # noqa: BLE001 - one odd adapter must not stop the run or print a traceback
             found, adapter = [_internal_error(folder, exc)], None
         result.adapters_checked += 1
+        if adapter is not None:
+            inspected[folder] = adapter
         if adapter is not None and console is not None:
             from peftdoctor.inspect.summary import print_summary
 
@@ -68,8 +71,22 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
             except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
                 found.append(_internal_error(folder, exc))
         result.findings += _apply_config(found, config)
+    result.findings += _apply_config(_compare_pair(paths, inspected, config), config)
     result.findings.sort(key=Finding.sort_key)
     return result
+
+
+def _compare_pair(paths, inspected: dict, config: Config) -> list[Finding]:
+    """PD709 when the two PATHs are two checkpoints of one adapter (same tensors, different files)."""
+    if len(paths) != 2:
+        return []
+    folders = [Path(p).parent if Path(p).is_file() else Path(p) for p in paths]
+    first, second = (inspected.get(folder) for folder in folders)
+    if first is None or second is None or not config.is_enabled("PD709", str(second.weights)):
+        return []
+    from peftdoctor.inspect.compare import comparable, compare_checkpoints
+
+    return compare_checkpoints(first, second) if comparable(first, second) else []
 
 
 def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
