@@ -177,6 +177,37 @@ def test_steps_skipped_by_loss_scaling_do_not_count():
     assert probe.after_step() is False and probe.skipped == 1 and probe.steps == 0
 
 
+@pytest.mark.parametrize("held", ["lora_", "lora_A"])
+def test_fingerprints_above_the_copy_budget_see_the_same(held):
+    from peftdoctor.runtime.learning import LearningProbe
+
+    model = llama_peft()
+    optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if held in n], lr=1e-2)
+    probe = LearningProbe(model, budget=0)
+    assert not probe.full_copy
+    probe.snapshot()
+    batch = token_batch()
+    model(input_ids=batch, labels=batch).loss.backward()
+    probe.read_grads()
+    optimizer.step()
+    assert probe.after_step()
+    failed = set(pd709(probe.findings()).extra["tensors"]) if probe.findings() else set()
+    assert failed == ({n for n in probe.tensors if "lora_B" in n} if held == "lora_A" else set())
+
+
+def test_a_tensor_the_probe_cannot_read_gives_a_warning_not_a_crash():
+    from peftdoctor.runtime.learning import LearningProbe
+
+    model = llama_peft()
+    with torch.device("meta"):
+        model.base_model.model.lm_head.weight = torch.nn.Parameter(torch.empty(128, 16))  # never materialised
+    probe = LearningProbe(model)
+    probe.snapshot()
+    assert probe.after_step() is True
+    [found] = probe.findings()
+    assert found.severity.value == "warning" and "was not verified" in found.message
+
+
 def test_callback_import_stays_lazy():
     code = ("import sys, peftdoctor; heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
             "assert not heavy, heavy; from peftdoctor import PeftDoctorCallback; "

@@ -67,7 +67,7 @@ class PeftDoctorCallback(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         probe = self.probe
-        if probe is None or probe.done or not probe.after_step():
+        if probe is None or not probe.after_step():
             return control
         self.probe = None  # drop the copies: nothing more to compare
         return self._handle(self.pending + probe.findings(), control, f"checked {probe.steps} optimizer step(s)")

@@ -70,6 +70,20 @@ def _full(tensor):
     return data.detach()
 
 
+def _guarded(method):
+    """A probe must never crash the run: an unexpected error ends the check with a warning instead."""
+    def run(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as exc:  # noqa: BLE001 - e.g. a sharding layout we do not know
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.done = True
+            return True
+
+    run.__doc__ = method.__doc__
+    return run
+
+
 class LearningProbe:
     """Checks the trainable tensors of `model` over its next `check_steps` optimizer steps."""
 
@@ -88,6 +102,7 @@ class LearningProbe:
         self._before: dict = {}
         self._zero_before: set[str] = set()
         self._grads: dict[str, str | None] = {}
+        self.failure = ""
         self.done = not self.tensors
 
     @staticmethod
@@ -95,6 +110,7 @@ class LearningProbe:
         as64 = value.double()
         return as64.sum().item(), as64.square().sum().item()
 
+    @_guarded
     def snapshot(self) -> None:
         """Keep what shows a change: a copy of each tensor, or its float64 sum and sum of squares."""
         if self.done:
@@ -109,6 +125,7 @@ class LearningProbe:
             if not value.any():
                 self._zero_before.add(name)
 
+    @_guarded
     def read_grads(self) -> None:
         """Classify each gradient: call after backward (and clipping), before the optimizer step."""
         self._grads = {}
@@ -122,21 +139,16 @@ class LearningProbe:
         """None when the gradient is finite and non-zero, else what is wrong with it."""
         import torch
 
-        grad = getattr(param, "grad", None)
-        if grad is None and hasattr(param, "ds_id"):
-            try:
-                from deepspeed.utils import safe_get_full_grad
-            except ImportError:
-                return None
-            grad = safe_get_full_grad(param)
-        else:
-            grad = _full(grad)
+        if hasattr(param, "ds_id"):
+            return None  # ZeRO-3 keeps gradients in its own partitions: compare values only
+        grad = _full(getattr(param, "grad", None))
         if grad is None:
             return NO_GRAD
         if not torch.isfinite(grad).all():
             return BAD_GRAD
         return None if grad.any() else ZERO_GRAD
 
+    @_guarded
     def after_step(self) -> bool:
         """Compare values with the snapshot; True once the check is complete."""
         if self.done or not self._before:
@@ -157,7 +169,7 @@ class LearningProbe:
                 continue
             reason = self._grads.get(name) or (None if name in changed else UNCHANGED)
             partner = _partner(name)
-            if reason == ZERO_GRAD and partner in self._zero_before:
+            if reason in (ZERO_GRAD, UNCHANGED) and partner in self._zero_before:
                 reason = None  # lora_A waits for lora_B to leave zero; lora_B itself is checked
             if reason is None:
                 self.learned.add(name)
@@ -172,7 +184,7 @@ class LearningProbe:
     def findings(self) -> list[Finding]:
         """PD709 for the tensors that did not learn; a warning for those that could not be read."""
         out = []
-        failed = {n: r for n, r in self.reasons.items() if n not in self.learned}
+        failed = {} if self.failure else {n: r for n, r in self.reasons.items() if n not in self.learned}
         if failed:
             out.append(not_learning_finding(failed, len(self.tensors), self.steps))
         if self.unreadable:
@@ -181,6 +193,10 @@ class LearningProbe:
                                path=WHERE, line=0, severity=Severity.WARNING,
                                hint="install deepspeed (ZeRO-3) or use FSDP2 DTensors so the full values "
                                "can be gathered", extra={"unverified": sorted(self.unreadable)}))
+        if self.failure:
+            out.append(Finding(code="PD709", message=f"the learning check stopped on an error ({self.failure}): "
+                               "whether the adapter learns was not verified", path=WHERE, line=0,
+                               severity=Severity.WARNING))
         if not self.grads_readable and self.tensors:
             out.append(Finding(code="PD709", message="gradients are not readable here (DeepSpeed applies the "
                                "step inside backward): only the values were compared", path=WHERE, line=0,
