@@ -42,7 +42,8 @@ def test_unchanged_lora_tensors_are_named(runs):
     assert result.exit_code == 1, result.output
     [found] = pd709(result)
     assert found["severity"] == "error" and found["path"].endswith("checkpoint-2/adapter_model.safetensors")
-    assert "8 of 10 adapter tensors are byte-identical in 'checkpoint-1' and 'checkpoint-2'" in found["message"]
+    assert ("8 of 10 adapter tensors are byte-identical in 'checkpoint-1' (step 1) and 'checkpoint-2' (step 2)"
+            in found["message"])
     assert "(vit.layers.0.attention.q_proj: lora_A.weight, lora_B.weight;" in found["message"]
     assert "classifier" not in found["message"]  # 8 of 10: the 2 tensors of the head did train
 
@@ -53,13 +54,26 @@ def test_healthy_checkpoints_all_changed(runs):
     assert found["severity"] == "info" and found["message"].startswith("all 8 adapter tensors changed")
 
 
-def test_only_two_checkpoints_of_one_adapter_are_compared(runs, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(runs / "stuck/checkpoint-1", other, ignore=shutil.ignore_patterns("*.pt", "*.pth"))
-    assert pd709(inspect(runs / "healthy/checkpoint-1", other)) == []  # different tensors: two adapters
-    assert pd709(inspect(runs / "stuck/checkpoint-1", runs / "stuck/checkpoint-1")) == []  # one file
+def test_later_checkpoint_first_is_compared_in_step_order(runs):
+    [found] = pd709(inspect(runs / "stuck/checkpoint-2", runs / "stuck/checkpoint-1"))
+    assert found["path"].endswith("checkpoint-2/adapter_model.safetensors") and "(step 1) and" in found["message"]
+
+
+def test_only_checkpoints_saved_at_different_steps_are_compared(runs, tmp_path):
+    copy = tmp_path / "copy-of-checkpoint-1"
+    shutil.copytree(runs / "stuck/checkpoint-1", copy, ignore=shutil.ignore_patterns("*.pt", "*.pth"))
+    bare = tmp_path / "best"  # a copy of the adapter alone: nothing says when it was saved
+    bare.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(runs / "stuck/checkpoint-2" / name, bare / name)
+    assert pd709(inspect(runs / "stuck/checkpoint-1", copy)) == []  # same step: two copies
+    assert pd709(inspect(runs / "stuck/checkpoint-2", bare)) == []
+    assert pd709(inspect(runs / "healthy/checkpoint-1", runs / "stuck/checkpoint-2")) == []  # other tensors
+    assert pd709(inspect(runs / "stuck/checkpoint-1", runs / "stuck/checkpoint-1")) == []  # one folder
     assert pd709(inspect(runs / "healthy")) == []  # a whole run: no pair was named
-    assert len(pd709(inspect(runs / "stuck/checkpoint-1", other))) == 1  # a copy: nothing changed
+    renamed = tmp_path / "checkpoint-7"  # no trainer_state.json: the folder name gives the step
+    shutil.copytree(bare, renamed)
+    assert len(pd709(inspect(runs / "stuck/checkpoint-1", renamed))) == 1
 
 
 def test_a_missing_checkpoint_is_one_line(runs):

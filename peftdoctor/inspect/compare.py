@@ -1,13 +1,17 @@
 """PD709 from files: which adapter tensors did not change between two checkpoints of one run.
 
+Two folders are checkpoints of one run when they hold the same tensors and were saved at different steps
+(trainer_state.json's global_step, else a checkpoint-N folder name): two copies of one adapter are not.
 Bytes are compared one tensor at a time, in bounded chunks, through memory maps: nothing is unpickled or
 converted, and neither file is read whole.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
+import re
 from pathlib import Path
 
 from peftdoctor.finding import Finding, Severity
@@ -15,20 +19,33 @@ from peftdoctor.inspect.checks import PREFIX, Adapter
 from peftdoctor.runtime.learning import group_by_module
 
 CHUNK = 16 << 20  # bytes compared at a time
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
 
 
 def _index(adapter: Adapter) -> dict:
     return {t.name: (t.dtype, t.shape) for t in adapter.tensors}
 
 
-def comparable(first: Adapter, second: Adapter) -> bool:
-    """Two checkpoints of one run: the same tensors (names, dtypes, shapes) in two different files."""
-    if not first.tensors or _index(first) != _index(second):
-        return False
+def checkpoint_step(folder: Path) -> int | None:
+    """The training step a checkpoint folder was saved at, or None when nothing says."""
     try:
-        return not os.path.samefile(first.weights, second.weights)
-    except OSError:
-        return False
+        step = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("global_step")
+    except (OSError, ValueError, AttributeError):
+        step = None
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    match = CHECKPOINT_NAME.match(folder.resolve().name)
+    return int(match[1]) if match else None
+
+
+def in_step_order(first: Adapter, second: Adapter) -> tuple[Adapter, Adapter] | None:
+    """(earlier, later) when both are checkpoints of one adapter saved at different steps, else None."""
+    if not first.tensors or _index(first) != _index(second):
+        return None
+    steps = checkpoint_step(first.folder), checkpoint_step(second.folder)
+    if None in steps or steps[0] == steps[1]:
+        return None
+    return (first, second) if steps[0] < steps[1] else (second, first)
 
 
 def _same_bytes(first: mmap.mmap, second: mmap.mmap, a, b) -> bool:
@@ -51,15 +68,17 @@ def unchanged_tensors(first: Adapter, second: Adapter) -> list[str]:
 
 
 def _label(folder: Path) -> str:
-    return folder.name or str(folder)
+    return f"'{folder.resolve().name}' (step {checkpoint_step(folder)})"
 
 
 def compare_checkpoints(first: Adapter, second: Adapter) -> list[Finding]:
-    """PD709 error naming the unchanged tensors by module, or an info that every tensor changed."""
+    """PD709 error naming the unchanged tensors by module, or an info that every tensor changed.
+
+    `first` is the earlier checkpoint (see in_step_order)."""
     same = unchanged_tensors(first, second)
     total = len(first.tensors)
     where = str(second.weights)
-    pair = f"'{_label(first.folder)}' and '{_label(second.folder)}'"
+    pair = f"{_label(first.folder)} and {_label(second.folder)}"
     if not same:
         return [Finding(code="PD709", message=f"all {total} adapter tensors changed between {pair}", path=where,
                         line=0, severity=Severity.INFO)]

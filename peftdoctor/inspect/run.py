@@ -77,16 +77,17 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
 
 def _compare_pair(paths, inspected: dict, config: Config) -> list[Finding]:
-    """PD709 when the two PATHs are two checkpoints of one adapter (same tensors, different files)."""
+    """PD709 when the two PATHs are two checkpoints of one adapter saved at different steps."""
     if len(paths) != 2:
         return []
     folders = [Path(p).parent if Path(p).is_file() else Path(p) for p in paths]
     first, second = (inspected.get(folder) for folder in folders)
     if first is None or second is None or not config.is_enabled("PD709", str(second.weights)):
         return []
-    from peftdoctor.inspect.compare import comparable, compare_checkpoints
+    from peftdoctor.inspect.compare import compare_checkpoints, in_step_order
 
-    return compare_checkpoints(first, second) if comparable(first, second) else []
+    pair = in_step_order(first, second)
+    return compare_checkpoints(*pair) if pair else []
 
 
 def _apply_config(found: list[Finding], config: Config) -> list[Finding]:
