@@ -208,6 +208,18 @@ def test_a_tensor_the_probe_cannot_read_gives_a_warning_not_a_crash():
     assert found.severity.value == "warning" and "was not verified" in found.message
 
 
+def test_a_shard_this_rank_does_not_hold_is_unverified_not_failed():
+    from peftdoctor.runtime.learning import LearningProbe
+
+    model = llama_peft()
+    model.register_parameter("lora_shard", torch.nn.Parameter(torch.empty(0)))  # as FSDP leaves another rank's shard
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    with peftdoctor.watch(model, optimizer, on_failure="warn") as doctor:
+        with pytest.warns(UserWarning, match="1 sharded trainable tensor"):
+            _hand_loop(model, optimizer, 1)
+    assert [(f.code, f.severity.value) for f in doctor.findings] == [("PD709", "warning")]
+
+
 def test_callback_import_stays_lazy():
     code = ("import sys, peftdoctor; heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
             "assert not heavy, heavy; from peftdoctor import PeftDoctorCallback; "

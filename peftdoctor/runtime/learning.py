@@ -47,11 +47,6 @@ def _partner(name: str) -> str | None:
     return None
 
 
-def _sharded(param) -> bool:
-    """DeepSpeed ZeRO-3 keeps a placeholder (ds_id); FSDP2 a DTensor: neither is the full tensor."""
-    return hasattr(param, "ds_id") or type(param).__name__ == "DTensor" or type(param.data).__name__ == "DTensor"
-
-
 def _full(tensor):
     """The full value of a parameter or gradient, or None when it cannot be read on this rank."""
     import torch
@@ -118,7 +113,7 @@ class LearningProbe:
         self._before, self._zero_before = {}, set()
         for name, param in self.tensors.items():
             value = _full(param)
-            if value is None:
+            if value is None or value.numel() == 0:  # e.g. FSDP's empty view of a shard held by another rank
                 self.unreadable.add(name)
                 continue
             self._before[name] = value.clone() if self.full_copy else self._fingerprint(value)
@@ -191,8 +186,8 @@ class LearningProbe:
             out.append(Finding(code="PD709", message=f"{len(self.unreadable)} sharded trainable tensor(s) could "
                                "not be read on this rank, so whether they learn was not verified",
                                path=WHERE, line=0, severity=Severity.WARNING,
-                               hint="install deepspeed (ZeRO-3) or use FSDP2 DTensors so the full values "
-                               "can be gathered", extra={"unverified": sorted(self.unreadable)}))
+                               hint="the check gathers ZeRO-3 parameters with deepspeed's safe_get_full_fp32_param "
+                               "and FSDP2 DTensors with full_tensor(); other shards are left out", extra={"unverified": sorted(self.unreadable)}))
         if self.failure:
             out.append(Finding(code="PD709", message=f"the learning check stopped on an error ({self.failure}): "
                                "whether the adapter learns was not verified", path=WHERE, line=0,
