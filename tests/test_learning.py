@@ -225,3 +225,20 @@ def test_callback_import_stays_lazy():
             "assert not heavy, heavy; from peftdoctor import PeftDoctorCallback; "
             "from transformers import TrainerCallback; assert issubclass(PeftDoctorCallback, TrainerCallback)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_trl_sft_trainer_with_peft_config(tmp_path):
+    """TRL's trainers subclass Trainer: the callback checks the PeftModel the SFTTrainer builds."""
+    pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    from trl import SFTConfig, SFTTrainer
+    from truth_helpers import tiny_tokenizer
+
+    data = datasets.Dataset.from_dict({"text": ["w5 w6 w7 w8", "w9 w10 w11"] * 2})
+    args = SFTConfig(str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                     save_strategy="no", max_length=16, disable_tqdm=True, learning_rate=1e-2)
+    callback = PeftDoctorCallback()
+    trainer = SFTTrainer(model=tiny_llama(), args=args, train_dataset=data, processing_class=tiny_tokenizer(),
+                         peft_config=lora(), callbacks=[callback])
+    trainer.train()
+    assert callback.findings == [] and callback.probe is None and trainer.state.global_step == 2
