@@ -142,9 +142,9 @@ def test_watch_healthy_hand_loop_with_bf16_autocast_and_removes_hooks():
 def test_watch_names_tensors_the_optimizer_does_not_hold():
     model = llama_peft()
     optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if "lora_A" in n], lr=1e-2)
-    with peftdoctor.watch(model, optimizer, check_steps=2, on_failure="warn") as doctor:
-        with pytest.warns(UserWarning, match="optimizer does not hold"):
-            _hand_loop(model, optimizer, 2)
+    with peftdoctor.watch(model, optimizer, check_steps=2, on_failure="warn") as doctor, \
+            pytest.warns(UserWarning, match="optimizer does not hold"):
+        _hand_loop(model, optimizer, 2)
     tensors = pd709(doctor.findings).extra["tensors"]
     assert sorted(tensors) == sorted(n for n, _ in model.named_parameters() if "lora_B" in n)
     assert set(tensors.values()) == {"unchanged"}
@@ -209,14 +209,12 @@ def test_a_tensor_the_probe_cannot_read_gives_a_warning_not_a_crash():
 
 
 def test_a_shard_this_rank_does_not_hold_is_unverified_not_failed():
-    from peftdoctor.runtime.learning import LearningProbe
-
     model = llama_peft()
     model.register_parameter("lora_shard", torch.nn.Parameter(torch.empty(0)))  # as FSDP leaves another rank's shard
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    with peftdoctor.watch(model, optimizer, on_failure="warn") as doctor:
-        with pytest.warns(UserWarning, match="1 sharded trainable tensor"):
-            _hand_loop(model, optimizer, 1)
+    with peftdoctor.watch(model, optimizer, on_failure="warn") as doctor, \
+            pytest.warns(UserWarning, match="1 sharded trainable tensor"):
+        _hand_loop(model, optimizer, 1)
     assert [(f.code, f.severity.value) for f in doctor.findings] == [("PD709", "warning")]
 
 

@@ -82,7 +82,7 @@ def compare_checkpoints(first: Adapter, second: Adapter) -> list[Finding]:
     if not same:
         return [Finding(code="PD709", message=f"all {total} adapter tensors changed between {pair}", path=where,
                         line=0, severity=Severity.INFO)]
-    groups = group_by_module(n[len(PREFIX):] if n.startswith(PREFIX) else n for n in same)
+    groups = group_by_module(n.removeprefix(PREFIX) for n in same)
     shown = "; ".join(f"{module}: {', '.join(parts)}" for module, parts in list(groups.items())[:3])
     more = f"; ... ({len(groups)} modules in all)" if len(groups) > 3 else ""
     return [Finding(code="PD709", message=f"{len(same)} of {total} adapter tensors are byte-identical in {pair}: "
