@@ -296,7 +296,10 @@ def _result_cache(paths, cache_dir: str | None):
 @color_option
 def inspect(paths, base, deep, device, dtype, device_map, no_merge_check, from_files, select, ignore,
             config_file, fmt, output, statistics, quiet, color_flag) -> None:
-    """Check saved adapters (folders, multi-adapter saves or checkpoint-* runs)."""
+    """Check saved adapters (folders, multi-adapter saves or checkpoint-* runs).
+
+    Two PATHs that are checkpoints of one adapter are also compared: PD709 names the tensors that did not change.
+    """
     from peftdoctor.inspect.run import InputError, inspect_paths
 
     if from_files:

@@ -56,6 +56,7 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
 
         console = console_for(sys.stdout, color)
         err_console = console_for(sys.stderr, color)
+    inspected: dict[Path, checks.Adapter] = {}
     for folder in find_adapters(paths):
         folder_config = config.for_path(folder)  # the adapter's nearest config (see config.NearestConfigs)
         try:
@@ -64,6 +65,7 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
             found, adapter = [_internal_error(folder, exc)], None
         result.adapters_checked += 1
         if adapter is not None:
+            inspected[folder] = adapter
             from peftdoctor.inspect.summary import print_summary, summary_data
 
             result.summaries.append(summary_data(adapter))
@@ -82,6 +84,9 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
             except Exception as exc:  # noqa: BLE001 - a model we do not handle must not print a traceback
                 found.append(_internal_error(folder, exc))
         result.findings += _apply_config(found, folder_config)
+    if len(inspected) == 2:
+        later = config.for_path(list(inspected)[-1])
+        result.findings += _apply_config(_compare_pair(paths, inspected, later), later)
     result.findings.sort(key=Finding.sort_key)
     return result
 
@@ -100,6 +105,20 @@ def drop_repeats(header: list[Finding], deep: list[Finding]) -> list[Finding]:
     """The deep findings that no header finding of the same adapter already said."""
     covers = [DEEP_REPEATS[item.code] for item in header if item.code in DEEP_REPEATS]
     return [item for item in deep if not any(cover(item) for cover in covers)]
+
+
+def _compare_pair(paths, inspected: dict, config: Config) -> list[Finding]:
+    """PD709 when the two PATHs are two checkpoints of one adapter saved at different steps."""
+    if len(paths) != 2:
+        return []
+    folders = [Path(p).parent if Path(p).is_file() else Path(p) for p in paths]
+    first, second = (inspected.get(folder) for folder in folders)
+    if first is None or second is None or not config.is_enabled("PD709", str(second.weights)):
+        return []
+    from peftdoctor.inspect.compare import compare_checkpoints, in_step_order
+
+    pair = in_step_order(first, second)
+    return compare_checkpoints(*pair) if pair else []
 
 
 def _apply_config(found: list[Finding], config: Config) -> list[Finding]:

@@ -27,3 +27,7 @@ register(Rule("PD707", "checkpointing-without-input-grads",
 register(Rule("PD708", "adapter-inactive",
               "The adapter is disabled, merged or absent in the model about to be trained.",
               Severity.ERROR, kind="deep"))
+register(Rule("PD709", "adapter-not-learning",
+              "Trainable adapter tensors got no finite non-zero gradient or did not change: after the first "
+              "optimizer step, or between two checkpoints of one run.",
+              Severity.ERROR, kind="deep"))

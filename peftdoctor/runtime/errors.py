@@ -24,3 +24,11 @@ class UnhealthyModel(AssertionError):
     def __init__(self, report: str, findings):
         super().__init__(report)
         self.findings = findings
+
+
+class NotLearning(AssertionError):
+    """Raised by PeftDoctorCallback / watch() when the adapter does not learn; `findings` holds the details."""
+
+    def __init__(self, report: str, findings):
+        super().__init__(report)
+        self.findings = findings
