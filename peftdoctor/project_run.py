@@ -21,6 +21,9 @@ from peftdoctor.notebook import is_notebook, script_of
 # Parts are sent to workers in batches of at least this many files (a process per two-line script
 # costs more than it saves).
 BATCH_FILES = 40
+# Workers only when no batch holds more than this share of the bytes to read: otherwise the largest part
+# sets the pace, and starting processes costs more than the rest saves (measured on the practice trees).
+WORKER_SHARE = 0.6
 
 
 def default_jobs() -> int:
@@ -64,11 +67,12 @@ def run_check(paths, config: Config, report_unused_noqa: bool, cache, jobs: int)
 
 
 class _Part:
-    """Files found that imports join (in the order found), with their cache keys."""
+    """Files found that imports join (in the order found), with their cache keys and their bytes (the work)."""
 
     def __init__(self):
         self.files: list[Path] = []
         self.keys: dict[Path, str] = {}
+        self.size = 0
 
 
 def _parts(root: Path, found, named: set[Path], config: Config, report_unused_noqa: bool,
@@ -95,7 +99,9 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
     components = import_components(texts, Project(root, reader=None).resolve, read_text)
     parts: dict[int, _Part] = {}
     for path, _ in found:
-        parts.setdefault(id(components[real(path)]), _Part()).files.append(path)
+        part = parts.setdefault(id(components[real(path)]), _Part())
+        part.files.append(path)
+        part.size += len(data.get(real(path), b""))
     if with_keys:
         hashes = {path: content_hash(blob) for path, blob in data.items()}
         common = (tool_fingerprint(), str(root))
@@ -141,7 +147,8 @@ def _check_parts(root: Path, parts: list[_Part], config: Config, named: set[Path
                  jobs: int):
     """(part, {path: CheckResult}) for every part: here, or in `jobs` processes when there is enough to share."""
     batches = _batches(parts)
-    if jobs > 1 and len(batches) > 1:
+    sizes = [sum(part.size for part in batch) for batch in batches]
+    if jobs > 1 and len(batches) > 1 and max(sizes) < WORKER_SHARE * sum(sizes):
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
