@@ -80,6 +80,7 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
     from peftdoctor.cache import config_fingerprint, content_hash, file_key, tool_fingerprint
     from peftdoctor.facts.components import import_components
     from peftdoctor.facts.project import Project
+    from peftdoctor.registry import rules_of_kind
     from peftdoctor.versions import pins_fingerprint
 
     data: dict[Path, bytes] = {}
@@ -107,17 +108,21 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
         common = (tool_fingerprint(), str(root))
         pins: dict[Path, str] = {}  # folder -> its pins' fingerprint
         configs: dict[int, tuple] = {}  # id -> (the settings of some files, their fingerprint)
+        needles = {needle for rule in rules_of_kind("static") for needle in rule.needs_any}
         for part in parts.values():
             joined = file_key(*sorted(f"{member}:{hashes[member]}" for member in components[real(part.files[0])]))
+            # Pins matter only where a rule can run: a part none of whose files mentions what the rules
+            # need is never interpreted (most of a large tree; reading pins per folder is a warm run's cost).
+            ruled = any(needle in texts[real(path)] for path in part.files for needle in needles)
             for path in part.files:
                 resolved = real(path)
-                if resolved.parent not in pins:
+                if ruled and resolved.parent not in pins:
                     pins[resolved.parent] = pins_fingerprint(resolved.parent)
                 settings = config.for_path(path)
                 if id(settings) not in configs:
                     configs[id(settings)] = (settings, config_fingerprint(settings, report_unused_noqa))
                 part.keys[path] = file_key(*common, configs[id(settings)][1], str(path), str(path in named),
-                                           hashes[resolved], joined, pins[resolved.parent])
+                                           hashes[resolved], joined, pins[resolved.parent] if ruled else "")
     return list(parts.values())
 
 
