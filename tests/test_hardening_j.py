@@ -6,8 +6,10 @@ Each test builds the input on disk and runs the real CLI or the real function; n
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -84,3 +86,100 @@ def test_an_evil_key_in_the_config_leaves_the_module_unjudged(tmp_path):
     result = run_cli("inspect", str(folder), "--format", "json")
     assert result.returncode in (0, 1), result.stderr
     assert [f for f in json.loads(result.stdout)["findings"] if f["code"] in ("PD604", "PD002")] == []
+
+
+# --- special files: a FIFO, device or socket is reported, never opened blocking ----------------------------
+
+GOOD = Path(__file__).resolve().parent.parent / "fixtures" / "adapters" / "good-llama"
+
+
+def copy_good(folder: Path, skip: str = "") -> Path:
+    folder.mkdir(parents=True)
+    for file in GOOD.iterdir():
+        if file.name != skip:
+            (folder / file.name).write_bytes(file.read_bytes())
+    return folder
+
+
+def test_a_fifo_config_or_weights_is_one_clear_finding(tmp_path):
+    """Before: `inspect` blocked forever in open() on the FIFO (the test would hang, not fail)."""
+    config_fifo = copy_good(tmp_path / "config", skip="adapter_config.json")
+    os.mkfifo(config_fifo / "adapter_config.json")
+    weights_fifo = copy_good(tmp_path / "weights", skip="adapter_model.safetensors")
+    os.mkfifo(weights_fifo / "adapter_model.safetensors")
+    for args, code, where in (((str(config_fifo),), "PD600", config_fifo),
+                              ((str(config_fifo / "adapter_config.json"),), "PD600", config_fifo),
+                              ((str(weights_fifo),), "PD602", weights_fifo / "adapter_model.safetensors")):
+        result = run_cli("inspect", *args, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{where}: {code} " in result.stdout and "is a FIFO, not a regular file" in result.stdout
+
+
+def test_a_device_or_socket_named_like_an_adapter_file_is_refused(tmp_path):
+    folder = copy_good(tmp_path / "dev", skip="adapter_model.safetensors")
+    (folder / "adapter_model.safetensors").symlink_to("/dev/zero")  # endless if it were read
+    result = run_cli("inspect", str(folder), timeout=60)
+    assert "PD602 cannot read: is a character device, not a regular file" in result.stdout
+    sock_folder = tmp_path / "sock"
+    sock_folder.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(sock_folder / "adapter_config.json"))
+        result = run_cli("inspect", str(sock_folder), timeout=60)
+    finally:
+        server.close()
+    assert "PD600 cannot read" in result.stdout and "is a socket, not a regular file" in result.stdout
+
+
+def test_check_refuses_a_fifo_script_by_name_and_in_a_folder(tmp_path):
+    os.mkfifo(tmp_path / "train.py")
+    for target in (tmp_path / "train.py", tmp_path):
+        result = run_cli("check", str(target), timeout=60)
+        assert result.returncode == 2, result.stdout
+        assert result.stderr.strip() == f"peftdoctor: error: {tmp_path / 'train.py'}: cannot read: is a FIFO, " \
+                                        "not a regular file"
+
+
+def test_a_fifo_pyproject_is_a_config_error_not_a_hang(tmp_path):
+    (tmp_path / "train.py").write_text("import peft\n")
+    os.mkfifo(tmp_path / "pyproject.toml")
+    result = run_cli("check", str(tmp_path / "train.py"), "--config", str(tmp_path / "pyproject.toml"), timeout=60)
+    assert result.returncode == 2 and "is a FIFO, not a regular file" in result.stderr, result.stderr
+
+
+# --- checkpoint folders and homes ---------------------------------------------------------------------------
+
+def test_checkpoints_named_with_non_ascii_digits_are_sorted_without_a_crash(tmp_path):
+    """Before: int('③') raised ValueError in the natural sort, a traceback for the whole run."""
+    for name in ("checkpoint-²", "checkpoint-③", "checkpoint-٣", "checkpoint-10", "checkpoint-" + "9" * 200):
+        copy_good(tmp_path / name)
+    result = run_cli("inspect", str(tmp_path), "--format", "json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    order = [Path(adapter["path"]).name for adapter in json.loads(result.stdout)["adapters"]]
+    # '٣' is the Arabic-Indic digit three: a decimal int() reads, so it sorts as step 3 before 10
+    assert order == ["checkpoint-٣", "checkpoint-10", "checkpoint-" + "9" * 200, "checkpoint-²", "checkpoint-③"]
+
+
+def test_no_home_directory_means_no_hf_cache_not_an_error(monkeypatch, tmp_path):
+    """No HOME and no passwd entry (a bare container): Path.expanduser raises RuntimeError; the base is just not
+    found in a cache."""
+    import pwd
+
+    from peftdoctor.inspect.base_model import resolve_base
+
+    monkeypatch.delenv("HOME", raising=False)
+    for variable in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    try:
+        Path("~/x").expanduser()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("expanduser should fail without a home directory")
+    assert resolve_base("meta-llama/Llama-3.2-1B", tmp_path) is None
+    assert resolve_base("~/models/base", tmp_path) is None

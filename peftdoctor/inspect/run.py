@@ -144,9 +144,9 @@ def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
                              config_path, hint="Deep checks need the base: pass --base FOLDER."))
 
     safetensors_path, pickle_path = folder / SAFETENSORS, folder / PICKLE
-    if safetensors_path.is_file():
+    if safetensors_path.exists():  # not only a regular file: a FIFO there is reported by read_header
         weights = safetensors_path
-    elif pickle_path.is_file():
+    elif pickle_path.exists():
         return found + _check_pickle(pickle_path), None
     else:
         found.append(finding("PD602", f"no {SAFETENSORS} or {PICKLE} in {folder}", str(folder),
