@@ -183,3 +183,59 @@ def test_no_home_directory_means_no_hf_cache_not_an_error(monkeypatch, tmp_path)
         raise AssertionError("expanduser should fail without a home directory")
     assert resolve_base("meta-llama/Llama-3.2-1B", tmp_path) is None
     assert resolve_base("~/models/base", tmp_path) is None
+
+
+# --- printable output: lone surrogates and non-UTF-8 names in every format ----------------------------------
+
+FORMATS = ("text", "json", "github", "sarif", "junit")
+
+
+def hostile_tree(root: Path) -> tuple[Path, Path]:
+    """An adapter in a folder named with bytes that are not UTF-8, whose config and header hold lone surrogates,
+    and a script under such a name."""
+    raw = os.fsencode(root)
+    adapter = Path(os.fsdecode(raw + b"/ad\xff\xfe"))
+    copy_good(adapter)
+    config = json.loads((GOOD / "adapter_config.json").read_text())
+    config |= {"target_modules": ["q_proj", "v_proj", "\ud800x"], "base_model_name_or_path": "b\udcff\u00e9\x01"}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))  # json escapes them as \ud800
+    data = (GOOD / "adapter_model.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header["base_model.model.model.layers.0.self_attn.k\ud800_proj.lora_A.weight"] = \
+        header["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    blob = json.dumps(header).encode()
+    (adapter / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + length:])
+    script = Path(os.fsdecode(raw + b"/s\xff/tr\xe9\xff.py"))
+    script.parent.mkdir()
+    script.write_bytes(sorted((GOOD.parent.parent / "scripts" / "PD103").glob("bad_*.py"))[0].read_bytes())
+    return adapter, script
+
+
+def test_every_format_prints_hostile_strings_on_any_stdout_encoding(tmp_path):
+    """Before: UnicodeEncodeError tracebacks in text, github and junit (utf-8 and ascii stdout alike)."""
+    adapter, script = hostile_tree(tmp_path)
+    for encoding in ("utf-8", "ascii"):
+        env = {**os.environ, "PYTHONIOENCODING": encoding}
+        for fmt in FORMATS:
+            for args in (("inspect", str(adapter)), ("check", str(script))):
+                result = run_cli(*args, "--format", fmt, env=env, timeout=120)
+                assert result.returncode == 1 and "Traceback" not in result.stderr, (encoding, fmt, result.stderr)
+                assert "PD0" not in result.stdout, (encoding, fmt, result.stdout)  # no internal error either
+                if fmt in ("json", "sarif"):
+                    json.loads(result.stdout)
+                if fmt == "junit":
+                    from xml.dom.minidom import parseString
+
+                    parseString(result.stdout.encode())
+                if fmt == "text" and args[0] == "inspect":
+                    assert "ad\\udcff\\udcfe" in result.stdout  # the name's bytes, shown as escapes
+
+
+def test_a_report_file_holds_hostile_strings_too(tmp_path):
+    adapter, _ = hostile_tree(tmp_path)
+    for fmt in FORMATS:
+        report = tmp_path / f"report.{fmt}"
+        result = run_cli("inspect", str(adapter), "--format", fmt, "--output", str(report), timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (fmt, result.stderr)
+        report.read_text(encoding="utf-8")  # valid UTF-8 on disk
