@@ -239,3 +239,28 @@ def test_a_report_file_holds_hostile_strings_too(tmp_path):
         result = run_cli("inspect", str(adapter), "--format", fmt, "--output", str(report), timeout=120)
         assert result.returncode == 1 and "Traceback" not in result.stderr, (fmt, result.stderr)
         report.read_text(encoding="utf-8")  # valid UTF-8 on disk
+
+
+# --- --fix on deeply nested but valid code ------------------------------------------------------------------
+
+DEEP_TAILS = {"chain": "x = a" + ".f()" * 199, "list": "x = " + "[" * 199 + "]" * 199,
+              "lambdas": "x = " + "lambda: " * 999 + "0"}
+
+
+def test_fix_refuses_deeply_nested_code_with_one_line_and_leaves_it_untouched(tmp_path):
+    """Before: RecursionError traceback from libcst's code generator (check itself reads these files)."""
+    fixable = sorted((GOOD.parent.parent / "scripts" / "PD103").glob("bad_*.py"))[0].read_text()
+    for name, tail in DEEP_TAILS.items():
+        script = tmp_path / f"{name}.py"
+        script.write_text(fixable + tail + "\n")
+        compile(script.read_text(), name, "exec")  # valid Python
+        result = run_cli("check", "--fix", str(script), timeout=120)
+        assert "Traceback" not in result.stderr, (name, result.stderr[-2000:])
+        assert result.stderr.splitlines() == [f"peftdoctor: warning: {script}: fix skipped: the code is nested too "
+                                              "deeply for libcst to rewrite it; apply the fix by hand"]
+        assert result.returncode == 1 and "PD103" in result.stdout
+        assert script.read_text() == fixable + tail + "\n"
+    control = tmp_path / "shallow.py"
+    control.write_text(fixable + "x = a" + ".f()" * 20 + "\n")
+    result = run_cli("check", "--fix", str(control), timeout=120)
+    assert "fix skipped" not in result.stderr and "is_trainable=True" in control.read_text()
