@@ -5,14 +5,17 @@ Each test builds the input on disk and runs the real CLI or the real function; n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import socket
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from peftdoctor.inspect.pattern_keys import UNKNOWN, PatternKeys
@@ -264,3 +267,47 @@ def test_fix_refuses_deeply_nested_code_with_one_line_and_leaves_it_untouched(tm
     control.write_text(fixable + "x = a" + ".f()" * 20 + "\n")
     result = run_cli("check", "--fix", str(control), timeout=120)
     assert "fix skipped" not in result.stderr and "is_trainable=True" in control.read_text()
+
+
+@contextlib.contextmanager
+def as_unprivileged_user():
+    """Permissions only bind a user who is not root: as root, act as `nobody` for the block (effective uid)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_unreadable_folders_and_configs_are_one_clear_finding_each():
+    """Before: PermissionError traceback from Path.is_file in the folder walk (a checkpoint folder of mode 000)."""
+    from peftdoctor.config import Config
+    from peftdoctor.inspect.discover import InputError
+    from peftdoctor.inspect.run import inspect_paths
+
+    root = Path(tempfile.mkdtemp(prefix="pd-perm-"))  # not under pytest's 0700 folder: `nobody` must enter it
+    try:
+        os.chmod(root, 0o755)
+        for name in ("checkpoint-1", "checkpoint-2", "checkpoint-3"):
+            copy_good(root / name)
+            for item in (root / name, *(root / name).iterdir()):
+                os.chmod(item, 0o755 if item.is_dir() else 0o644)
+        inspect_paths([root / "checkpoint-1"], config=Config(), show_summary=False)  # imports done as ourselves
+        os.chmod(root / "checkpoint-2", 0)
+        os.chmod(root / "checkpoint-3" / "adapter_config.json", 0)
+        with as_unprivileged_user():
+            findings = inspect_paths([root], config=Config(), show_summary=False).findings
+            try:
+                inspect_paths([root / "checkpoint-2" / "adapter_config.json"], config=Config(), show_summary=False)
+            except InputError as exc:
+                refused = str(exc)
+    finally:
+        os.chmod(root / "checkpoint-2", 0o755)
+        shutil.rmtree(root)
+    assert [(f.code, Path(f.path).name, f.message) for f in findings if f.code in ("PD600", "PD002")] == [
+        ("PD600", name, f"cannot read {root / name / 'adapter_config.json'}: Permission denied")
+        for name in ("checkpoint-2", "checkpoint-3")]
+    assert refused == f"{root / 'checkpoint-2' / 'adapter_config.json'}: cannot read: Permission denied"

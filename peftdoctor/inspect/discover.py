@@ -20,7 +20,11 @@ class InputError(Exception):
 
 
 def looks_like_adapter(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in ADAPTER_FILES)
+    """True also for a folder this user may not look into: inspecting it then says so (PD600)."""
+    try:
+        return any((folder / name).is_file() for name in ADAPTER_FILES)
+    except PermissionError:
+        return True
 
 
 def find_adapters(paths) -> list[Path]:
@@ -31,7 +35,11 @@ def find_adapters(paths) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a folder above it this user may not enter
+            raise InputError(f"{raw}: cannot read: {exc.strerror or exc}") from None
+        if not exists:
             raise InputError(f"{raw}: no such file or directory")
         if not path.is_dir():  # a file, or a FIFO/device/socket named like one: reported when read
             if path.name not in ADAPTER_FILES:
