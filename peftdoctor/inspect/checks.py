@@ -133,10 +133,10 @@ def check_shapes(adapter: Adapter) -> list[Finding]:
         if not isinstance(patterns, dict) or not modules:
             continue
         for key in PatternKeys(patterns, modules).unmatched():
-                found.append(finding("PD604", f"{label} key '{key}' matches no adapted module", path,
-                                     severity=Severity.WARNING,
-                                     hint="Pattern keys are matched against the end of module names, "
-                                          "e.g. 'layers.0.self_attn.q_proj'."))
+            found.append(finding("PD604", f"{label} key '{key}' matches no adapted module", path,
+                                 severity=Severity.WARNING,
+                                 hint="Pattern keys are matched against the end of module names, "
+                                      "e.g. 'layers.0.self_attn.q_proj'."))
     return found
 
 

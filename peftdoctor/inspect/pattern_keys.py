@@ -68,15 +68,13 @@ class PatternKeys:
         return best[1] if best else None
 
     def unmatched(self) -> list[str]:
-        """The keys that certainly match none of the modules."""
+        """The keys that certainly match none of the modules, in the config's order."""
         suffixes = {suffix for module in self.modules for suffix in _suffixes(module)}
-        found = [key for key in self.plain if key not in suffixes]
-        if self.regexes_affordable:
-            short = [m for m in self.modules if "\n" not in m and len(m) <= MAX_NAME_CHARS]
-            if len(short) == len(self.modules):
-                found += [key for _, key, compiled in self.regexes
-                          if compiled is not None and not any(compiled.match(m) for m in short)]
-        return found
+        found = [(order, key) for key, order in self.plain.items() if key not in suffixes]
+        if self.regexes_affordable and all("\n" not in m and len(m) <= MAX_NAME_CHARS for m in self.modules):
+            found += [(order, key) for order, key, compiled in self.regexes
+                      if compiled is not None and not any(compiled.match(m) for m in self.modules)]
+        return [key for _, key in sorted(found)]
 
 
 def _suffixes(module: str) -> list[str]:
