@@ -92,7 +92,8 @@ def emit(fmt: str, findings: list[Finding], output: str | None, protected=(), co
     from peftdoctor.safe_write import Refused, reason, replace_file
 
     def write(stream) -> None:
-        text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n", write_through=True)
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="backslashreplace", newline="\n",
+                                write_through=True)
         render(fmt, findings, text, color=False, **info)
         text.flush()
         text.detach()
@@ -387,7 +388,17 @@ def server() -> None:
     serve()
 
 
+def printable_streams() -> None:
+    """Let stdout and stderr print every string: a lone surrogate (a file name that is not UTF-8, a \\ud800
+    from a JSON file) or a character the terminal's encoding lacks (PYTHONIOENCODING=ascii) is written as its
+    backslash escape, instead of ending the run in UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
+    printable_streams()
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover

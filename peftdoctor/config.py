@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.registry import matches
 
@@ -115,7 +116,7 @@ def _configures_us(candidate: Path) -> bool:
     if candidate.name != "pyproject.toml":
         return True
     try:
-        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        data = tomllib.loads(regular_file.read_text(candidate))
     except (OSError, UnicodeDecodeError):
         return False
     except tomllib.TOMLDecodeError:
@@ -201,7 +202,7 @@ class NearestConfigs:
 def load_config(path: Path) -> Config:
     """Read `[tool.peftdoctor]` from `path` (a pyproject.toml or peftdoctor.toml)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(regular_file.read_text(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

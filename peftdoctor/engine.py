@@ -9,6 +9,7 @@ from pathlib import Path
 
 import libcst as cst
 
+from peftdoctor import regular_file
 from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
@@ -65,7 +66,7 @@ def iter_python_files(paths, config: Config | None = None):
         path = Path(raw)
         if not path.exists():
             raise PathError(f"{raw}: no such file or directory")
-        if path.is_file():
+        if not path.is_dir():  # a file, or a FIFO/device/socket that check_file refuses by name
             # Named files are excluded too: pre-commit passes every file by name.
             if path not in seen and not (config and config.for_path(path).is_excluded(path)):
                 seen.add(path)
@@ -204,7 +205,7 @@ def check_source(source: str, path: str = "<string>", config: Config | None = No
 def read_source(path: Path) -> str:
     """The file's text as Python decodes it (PEP 263); bytes that are not text come back as latin-1.
     A notebook's text is its code cells as one script (empty when it is not a notebook)."""
-    data = path.read_bytes()
+    data = regular_file.read_bytes(path)
     if is_notebook(path):
         return script_of(data)
     text, _ = decode_source(data, str(path))
@@ -225,7 +226,7 @@ def check_file(path: Path, config: Config | None = None, report_unused_noqa: boo
     all, not even as PD000: a Python 2 script or a binary `.py` there is none of peftdoctor's business."""
     display = str(path)
     try:
-        data = path.read_bytes()
+        data = regular_file.read_bytes(path)
     except OSError as exc:
         raise PathError(f"{display}: cannot read: {exc.strerror or exc}") from None
     if not named and not _concerns_peft(data) and not (project is not None and project.walked(path)):

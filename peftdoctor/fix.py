@@ -176,6 +176,15 @@ def apply_edits(source: str, edits: list[dict]) -> str:
     edits = [_check_edit(edit) for edit in edits]
     if not edits:
         return source
+    try:
+        return _apply_checked_edits(source, edits)
+    except RecursionError:
+        # libcst's visitors and code generator recurse per nesting level (a chain of 199 calls, a list 199
+        # deep, 999 nested lambdas); `check` reads such files, but rewriting one is refused, not half-done.
+        raise FixError("the code is nested too deeply for libcst to rewrite it; apply the fix by hand") from None
+
+
+def _apply_checked_edits(source: str, edits: list[dict]) -> str:
     wrapper = MetadataWrapper(cst.parse_module(source))
     finder = _CallFinder(edits)
     wrapper.visit(finder)

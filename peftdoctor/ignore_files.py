@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftdoctor import regular_file
+
 # Read in this order in each folder, so a later one overrides: a repository's own exclude list (in its root
 # only), then `.gitignore`, then `.ignore`.
 IGNORE_FILES = (".git/info/exclude", ".gitignore", ".ignore")
@@ -82,7 +84,7 @@ def _read_patterns(folder: Path) -> list[_Pattern]:
     patterns: list[_Pattern] = []
     for name in IGNORE_FILES:
         try:
-            text = (folder / name).read_text(encoding="utf-8", errors="replace")
+            text = regular_file.read_bytes(folder / name).decode("utf-8", "replace")
         except OSError:  # absent or unreadable: nothing to ignore
             continue
         patterns.extend(p for p in map(parse_line, text.splitlines()) if p is not None)

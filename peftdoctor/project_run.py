@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.config import Config
 from peftdoctor.engine import CheckResult, check_file, iter_python_files, project_root_of, read_project
 from peftdoctor.finding import Finding
@@ -87,7 +88,7 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
 
     def read_text(path: Path) -> str | None:
         try:
-            data[path] = path.read_bytes()
+            data[path] = regular_file.read_bytes(path)
         except OSError:
             data[path] = b""
             return None

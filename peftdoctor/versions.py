@@ -28,6 +28,7 @@ from fnmatch import fnmatch
 from functools import lru_cache
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.facts.api_versions import (
     Implied,
     Version,
@@ -324,7 +325,7 @@ def _environment(path: Path) -> list[Pin]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return regular_file.read_bytes(path).decode("utf-8", "replace")
     except OSError:
         return ""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect import peft_source
 from peftdoctor.inspect.findings import finding
@@ -24,7 +25,7 @@ def load_adapter_config(folder: Path) -> dict:
     """The parsed config, or ConfigUnreadable with a one-line reason."""
     path = folder / CONFIG_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        text = regular_file.read_text(path)
     except FileNotFoundError:
         raise ConfigUnreadable(f"no {CONFIG_NAME} in {folder}") from None
     except (OSError, UnicodeDecodeError) as exc:

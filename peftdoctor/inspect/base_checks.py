@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect.findings import finding
 from peftdoctor.inspect.safetensors_header import read_header
@@ -69,7 +70,7 @@ def _read_base(folder: str) -> BaseIndex | None:
         for end in range(1, len(parts) + 1):
             modules.add(".".join(parts[:end]))
     try:
-        config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(regular_file.read_text(base / "config.json"))
     except (OSError, ValueError, UnicodeDecodeError):
         config = {}
     return BaseIndex(base, frozenset(keys), frozenset(modules), config if isinstance(config, dict) else {})
@@ -77,7 +78,7 @@ def _read_base(folder: str) -> BaseIndex | None:
 
 def _index_keys(path: Path) -> list[str] | None:
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
+        index = json.loads(regular_file.read_text(path))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -375,7 +376,7 @@ def _base_shapes(folder: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     base = Path(folder)
     files = []
     try:
-        index = json.loads((base / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        index = json.loads(regular_file.read_text(base / "model.safetensors.index.json"))
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if isinstance(weight_map, dict):
             files = sorted({f for f in weight_map.values() if isinstance(f, str) and "/" not in f and f != ".."})

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from peftdoctor import regular_file
+
 
 def resolve_base(name, adapter_dir: Path) -> Path | None:
     """The local folder (with a config.json) of base model `name`, or None.
@@ -16,7 +18,7 @@ def resolve_base(name, adapter_dir: Path) -> Path | None:
     """
     if not isinstance(name, str) or not name.strip():
         return None
-    candidates = [Path(name).expanduser()]
+    candidates = [folder for folder in (_expand(name),) if folder is not None]
     if not Path(name).is_absolute():
         start = adapter_dir.resolve()
         candidates += [folder / name for folder in (start, *start.parents)]
@@ -26,24 +28,37 @@ def resolve_base(name, adapter_dir: Path) -> Path | None:
     return _from_hf_cache(name)
 
 
-def _hub_cache() -> Path:
+def _expand(path: str) -> Path | None:
+    """`path` with ~ expanded; None when it starts with ~ and there is no home directory (no HOME, no passwd
+    entry: containers), where Path.expanduser raises RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return None
+
+
+def _hub_cache() -> Path | None:
     for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(variable):
-            return Path(os.environ[variable]).expanduser()
+            return _expand(os.environ[variable])
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    folder = _expand(home)
+    return folder / "hub" if folder is not None else None
 
 
 def _from_hf_cache(name: str, revision: str | None = None) -> Path | None:
     parts = name.strip("/").split("/")
     if not 1 <= len(parts) <= 2 or any(not p or p in (".", "..") for p in parts):
         return None
-    repo = _hub_cache() / ("models--" + "--".join(parts))
+    cache = _hub_cache()
+    if cache is None:
+        return None
+    repo = cache / ("models--" + "--".join(parts))
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
         return None
     try:
-        ref = (repo / "refs" / (revision or "main")).read_text(encoding="utf-8").strip()
+        ref = regular_file.read_text(repo / "refs" / (revision or "main")).strip()
     except OSError:
         ref = revision or ""
     if ref and (snapshots / ref / "config.json").is_file():
@@ -60,7 +75,7 @@ def _from_hf_cache(name: str, revision: str | None = None) -> Path | None:
 def base_vocab_size(base_dir: Path) -> int | None:
     """vocab_size from the base's config.json (or its text_config), when readable."""
     try:
-        config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(regular_file.read_text(base_dir / "config.json"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(config, dict):

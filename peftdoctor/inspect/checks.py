@@ -13,6 +13,7 @@ from pathlib import Path
 
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect.findings import finding
+from peftdoctor.inspect.pattern_keys import UNKNOWN, PatternKeys
 from peftdoctor.inspect.safetensors_header import FLOAT_DTYPES, TensorInfo
 
 PREFIX = "base_model.model."
@@ -94,17 +95,6 @@ def _named_adapter(name: str) -> bool:
     return match[2] not in ("weight", "bias")
 
 
-def _pattern_key(patterns, module: str) -> str | None:
-    """The rank_pattern / alpha_pattern key peft would apply to `module`."""
-    for key in patterns:
-        try:
-            if re.match(rf"(.*\.)?({key})$", module):
-                return key
-        except re.error:
-            continue
-    return None
-
-
 def check_shapes(adapter: Adapter) -> list[Finding]:
     """PD604: lora_A rows and lora_B columns must equal the module's rank."""
     if adapter.peft_type != "LORA":
@@ -119,9 +109,10 @@ def check_shapes(adapter: Adapter) -> list[Finding]:
         modules.setdefault(module, {})[role.replace("embedding_", "")] = tensor
     found = []
     path = str(adapter.weights)
+    rank_keys = PatternKeys(rank_pattern, modules)
     for module, parts in sorted(modules.items()):
-        key = _pattern_key(rank_pattern, module)
-        expected = rank_pattern[key] if key is not None else rank
+        key = rank_keys.key_for(module)
+        expected = rank_pattern[key] if isinstance(key, str) else rank
         where = f"rank_pattern['{key}']" if key is not None else "r"
         a, b = parts.get("lora_A"), parts.get("lora_B")
         if a is None or b is None:
@@ -134,20 +125,18 @@ def check_shapes(adapter: Adapter) -> list[Finding]:
         if rows != cols:
             found.append(finding("PD604", f"module '{module}': lora_A has {rows} rows but lora_B has {cols} "
                                           f"columns; they must both equal the rank", path))
-        elif rows != expected:
+        elif rows != expected and key is not UNKNOWN:
             found.append(finding("PD604", f"module '{module}' has rank {rows} but {where} = {expected} in "
                                           f"adapter_config.json", path,
                                  hint="Fix r / rank_pattern in adapter_config.json to match the saved weights."))
-    names = list(modules)
     for label, patterns in (("rank_pattern", rank_pattern), ("alpha_pattern", alpha_pattern)):
-        if not isinstance(patterns, dict):
+        if not isinstance(patterns, dict) or not modules:
             continue
-        for key in patterns:
-            if names and not any(_pattern_key([key], m) for m in names):
-                found.append(finding("PD604", f"{label} key '{key}' matches no adapted module", path,
-                                     severity=Severity.WARNING,
-                                     hint="Pattern keys are matched against the end of module names, "
-                                          "e.g. 'layers.0.self_attn.q_proj'."))
+        for key in PatternKeys(patterns, modules).unmatched():
+            found.append(finding("PD604", f"{label} key '{key}' matches no adapted module", path,
+                                 severity=Severity.WARNING,
+                                 hint="Pattern keys are matched against the end of module names, "
+                                      "e.g. 'layers.0.self_attn.q_proj'."))
     return found
 
 

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.inspect.checks import PREFIX, Adapter
 from peftdoctor.runtime.learning import group_by_module
@@ -29,7 +30,7 @@ def _index(adapter: Adapter) -> dict:
 def checkpoint_step(folder: Path) -> int | None:
     """The training step a checkpoint folder was saved at, or None when nothing says."""
     try:
-        step = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("global_step")
+        step = json.loads(regular_file.read_text(folder / "trainer_state.json")).get("global_step")
     except (OSError, ValueError, AttributeError):
         step = None
     if isinstance(step, int) and not isinstance(step, bool):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 MAX_DEPTH = 3
+MAX_STEP_DIGITS = 100  # far below int()'s 4,300-digit limit on str conversion
 
 
 class InputError(Exception):
@@ -19,7 +20,11 @@ class InputError(Exception):
 
 
 def looks_like_adapter(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in ADAPTER_FILES)
+    """True also for a folder this user may not look into: inspecting it then says so (PD600)."""
+    try:
+        return any((folder / name).is_file() for name in ADAPTER_FILES)
+    except PermissionError:
+        return True
 
 
 def find_adapters(paths) -> list[Path]:
@@ -30,9 +35,13 @@ def find_adapters(paths) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a folder above it this user may not enter
+            raise InputError(f"{raw}: cannot read: {exc.strerror or exc}") from None
+        if not exists:
             raise InputError(f"{raw}: no such file or directory")
-        if path.is_file():
+        if not path.is_dir():  # a file, or a FIFO/device/socket named like one: reported when read
             if path.name not in ADAPTER_FILES:
                 raise InputError(f"{raw}: not an adapter folder (expected a folder with adapter_config.json)")
             path = path.parent
@@ -64,6 +73,8 @@ def _walk(folder: Path, depth: int) -> list[Path]:
 
 
 def _natural_key(name: str):
-    """checkpoint-500 sorts before checkpoint-1000."""
+    """checkpoint-500 sorts before checkpoint-1000.
+
+    isdecimal, not isdigit: '²' and '③' are digits that int() refuses; every decimal digit int() reads."""
     head, _, tail = name.rpartition("-")
-    return (head, int(tail), "") if tail.isdigit() else (name, -1, name)
+    return (head, int(tail), "") if tail.isdecimal() and len(tail) <= MAX_STEP_DIGITS else (name, -1, name)

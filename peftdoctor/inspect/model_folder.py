@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+from peftdoctor import regular_file
 from peftdoctor.finding import Finding
 from peftdoctor.inspect.base_checks import base_shapes, read_base
 from peftdoctor.inspect.base_model import resolve_base
@@ -117,7 +118,7 @@ def _chat_template(folder: Path) -> bool:
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return True
     try:
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config = json.loads(regular_file.read_text(folder / "tokenizer_config.json"))
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(config, dict) and bool(config.get("chat_template"))

@@ -32,6 +32,8 @@ import tarfile
 import zipfile
 import zlib
 
+from peftdoctor import regular_file
+
 SAFE_GLOBALS = {
     ("collections", "OrderedDict"),
     ("torch._utils", "_rebuild_tensor"),
@@ -95,7 +97,7 @@ def pickle_globals(path: str) -> list[tuple[str, str]]:
     """Every distinct (module, name) the pickle(s) in `path` would import, in order of appearance, with a
     pseudo-global ("<pickle>", "<zip>" or "<file>", what was found) for each thing not proved harmless."""
     try:
-        with open(path, "rb") as stream:
+        with regular_file.open_regular(path) as stream:
             found = list(dict.fromkeys(_scan_file(path, stream)))
     except OSError as exc:
         raise PickleUnreadable(str(exc.strerror or exc)) from None

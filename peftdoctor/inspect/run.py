@@ -61,6 +61,9 @@ def inspect_paths(paths, *, config: Config, base: str | None = None, deep: bool 
         folder_config = config.for_path(folder)  # the adapter's nearest config (see config.NearestConfigs)
         try:
             found, adapter = inspect_adapter(folder, config=folder_config, base=base)
+        except PermissionError as exc:  # a folder or file of the adapter this user may not read
+            found, adapter = [finding("PD600", f"cannot read {exc.filename or folder}: {exc.strerror}",
+                                      str(folder))], None
         except Exception as exc:  # noqa: BLE001 - one odd adapter must not stop the run or print a traceback
             found, adapter = [_internal_error(folder, exc)], None
         result.adapters_checked += 1
@@ -144,9 +147,9 @@ def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
                              config_path, hint="Deep checks need the base: pass --base FOLDER."))
 
     safetensors_path, pickle_path = folder / SAFETENSORS, folder / PICKLE
-    if safetensors_path.is_file():
+    if safetensors_path.exists():  # not only a regular file: a FIFO there is reported by read_header
         weights = safetensors_path
-    elif pickle_path.is_file():
+    elif pickle_path.exists():
         return found + _check_pickle(pickle_path), None
     else:
         found.append(finding("PD602", f"no {SAFETENSORS} or {PICKLE} in {folder}", str(folder),

@@ -13,6 +13,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from peftdoctor import regular_file
+
 # Bits per element of every dtype string safetensors writes.
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8,
@@ -68,7 +70,7 @@ def read_header(path: str | os.PathLike) -> Header:
     path = os.fspath(path)
     header = Header(path=path)
     try:
-        with open(path, "rb") as stream:
+        with regular_file.open_regular(path) as stream:
             header.file_size = os.fstat(stream.fileno()).st_size
             prefix = stream.read(8)
             if len(prefix) < 8:

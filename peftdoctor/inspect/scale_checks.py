@@ -12,7 +12,7 @@ import math
 from collections import Counter
 
 from peftdoctor.finding import Finding
-from peftdoctor.inspect.checks import _pattern_key
+from peftdoctor.inspect.pattern_keys import UNKNOWN, PatternKeys
 from peftdoctor.inspect.findings import finding
 
 
@@ -39,8 +39,12 @@ def effective_scales(adapter) -> Counter | None:
     groups: Counter = Counter()
     saved_ranks = {module: tensor.shape[0] for module, role, tensor in adapter.lora_tensors("lora_A")
                    if len(tensor.shape) == 2}
-    for module in sorted({module for module, _, _ in adapter.lora_tensors()}):
-        rank_key, alpha_key = _pattern_key(rank_pattern, module), _pattern_key(alpha_pattern, module)
+    modules = sorted({module for module, _, _ in adapter.lora_tensors()})
+    rank_keys, alpha_keys = PatternKeys(rank_pattern, modules), PatternKeys(alpha_pattern, modules)
+    for module in modules:
+        rank_key, alpha_key = rank_keys.key_for(module), alpha_keys.key_for(module)
+        if rank_key is UNKNOWN or alpha_key is UNKNOWN:
+            return None  # a key that cannot be matched safely: the scales cannot be told
         module_rank = rank_pattern[rank_key] if rank_key is not None else rank
         module_alpha = alpha_pattern[alpha_key] if alpha_key is not None else alpha
         if not (_number(module_rank) and _number(module_alpha)) or saved_ranks.get(module, module_rank) != module_rank:

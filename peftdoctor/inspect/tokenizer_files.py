@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from peftdoctor import regular_file
+
 TOKENIZER_FILES = ("tokenizer.json", "added_tokens.json", "tokenizer_config.json")
 
 
@@ -16,7 +18,7 @@ def token_count(folder: Path) -> tuple[int, str] | None:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(regular_file.read_text(path))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
         count = _count(name, data)

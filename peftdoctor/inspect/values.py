@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap
 from contextlib import contextmanager
 
+from peftdoctor import regular_file
 from peftdoctor.inspect.safetensors_header import TensorInfo
 
 # dtype -> (unsigned view, exponent mask, mask without the sign bit)
@@ -69,7 +70,7 @@ class ValueReader:
 def open_values(path: str):
     """A ValueReader over `path`, or None when the file cannot be mapped."""
     try:
-        stream = open(path, "rb")
+        stream = regular_file.open_regular(path)
     except OSError:
         yield None
         return

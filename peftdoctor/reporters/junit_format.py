@@ -9,9 +9,14 @@ one passing testcase, "peftdoctor", so CI shows that the check ran.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from peftdoctor.finding import Finding, Severity
+
+# Characters XML 1.0 cannot hold, not even as &#...; references; ElementTree writes them as they are (lone
+# surrogates from a file name that is not UTF-8 or a JSON file, control characters from a hostile header).
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def build(findings: list[Finding], files_checked: int | None = None, tool_kind: str = "check") -> ET.Element:
@@ -52,5 +57,5 @@ def write(findings: list[Finding], stream, *, files_checked: int | None = None, 
     suite = build(findings, files_checked, tool_kind)
     ET.indent(suite)
     stream.write('<?xml version="1.0" encoding="utf-8"?>\n')
-    stream.write(ET.tostring(suite, encoding="unicode"))
+    stream.write(NOT_XML.sub(lambda match: f"\\u{ord(match[0]):04x}", ET.tostring(suite, encoding="unicode")))
     stream.write("\n")
