@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from light_helpers import cli_in_fresh_process
 
 from peftdoctor.config import Config
 from peftdoctor.inspect.run import InputError, inspect_paths
@@ -258,16 +259,6 @@ def test_cli_exit_codes_and_summary():
 
 
 def test_header_inspect_never_imports_torch_transformers_peft():
-    script = (
-        "import sys\n"
-        "from peftdoctor.cli import cli\n"
-        "try:\n"
-        f"    cli(['inspect', {str(ADAPTERS)!r}], standalone_mode=False)\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft'))\n"
-        "print('HEAVY', heavy, file=sys.stderr)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
-    assert "HEAVY []" in done.stderr, done.stderr[-2000:]
+    done, heavy = cli_in_fresh_process(['inspect', str(ADAPTERS)])
+    assert heavy == [], done.stderr[-2000:]
     assert "PD606" in done.stdout and "PD611" not in done.stdout  # it really inspected every fixture

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from light_helpers import cli_in_fresh_process
+
 from peftdoctor.config import Config
 from peftdoctor.finding import Severity
 from peftdoctor.inspect.run import inspect_paths
@@ -80,18 +82,8 @@ def test_pd622_chat_template_of_the_base_missing(tmp_path):
 
 
 def test_model_folder_cli_with_base_imports_no_torch():
-    script = (
-        "import sys\n"
-        "from peftdoctor.cli import cli\n"
-        "try:\n"
-        f"    cli(['inspect', {str(MERGED / 'float32')!r}, '--base', {str(BF16_BASE)!r}], standalone_mode=False)\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft'))\n"
-        "print('HEAVY', heavy, file=sys.stderr)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
-    assert "HEAVY []" in done.stderr, done.stderr[-2000:]
+    done, heavy = cli_in_fresh_process(['inspect', str(MERGED / 'float32'), '--base', str(BF16_BASE)])
+    assert heavy == [], done.stderr[-2000:]
     assert "PD622" in done.stdout
 
 
