@@ -66,6 +66,7 @@ class ResultCache:
         self.folder = folder
         self.hits = 0
         self._usable = True
+        self._prepared = False
 
     def _entry(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
@@ -106,13 +107,16 @@ class ResultCache:
             self._usable = False  # a read-only tree, a full disk: check without a cache
 
     def _prepare(self) -> None:
-        if (self.folder / ".gitignore").is_file():
+        """The folder with its .gitignore and CACHEDIR.TAG, made once per run (not a stat per entry)."""
+        if self._prepared or (self.folder / ".gitignore").is_file():
+            self._prepared = True
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / ".gitignore").write_text("# made by peftdoctor\n*\n", encoding="utf-8")
         (self.folder / "CACHEDIR.TAG").write_text(
             "Signature: 8a477f597d28d172789f06886806bc55\n# peftdoctor's cache; see https://bford.info/cachedir/\n",
             encoding="utf-8")
+        self._prepared = True
 
     def trim(self, limit: int = MAX_ENTRIES) -> None:
         """Drop the least recently used entries beyond `limit` (and temporary files a killed run left)."""

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from peftdoctor import regular_file
 from peftdoctor.config import Config
-from peftdoctor.engine import CheckResult, check_file, iter_python_files, project_root_of, read_project
+from peftdoctor.engine import (
+    CheckResult,
+    check_file,
+    iter_python_files,
+    project_root_of,
+    read_project,
+)
 from peftdoctor.finding import Finding
 from peftdoctor.notebook import is_notebook, script_of
 
@@ -78,7 +84,12 @@ class _Part:
 
 def _parts(root: Path, found, named: set[Path], config: Config, report_unused_noqa: bool,
            with_keys: bool) -> list[_Part]:
-    from peftdoctor.cache import config_fingerprint, content_hash, file_key, tool_fingerprint
+    from peftdoctor.cache import (
+        config_fingerprint,
+        content_hash,
+        file_key,
+        tool_fingerprint,
+    )
     from peftdoctor.facts.components import import_components
     from peftdoctor.facts.project import Project
     from peftdoctor.registry import rules_of_kind
@@ -94,11 +105,12 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
             return None
         return script_of(data[path]) if is_notebook(path) else data[path].decode("utf-8", "replace")
 
-    real = _RealPaths()
+    project = Project(root, reader=None)  # import resolution and real paths only
+    real = project.real
     texts = {}
     for path, _ in found:
         texts[real(path)] = read_text(real(path)) or ""
-    components = import_components(texts, Project(root, reader=None).resolve, read_text)
+    components = import_components(texts, project.resolve, read_text)
     parts: dict[int, _Part] = {}
     for path, _ in found:
         part = parts.setdefault(id(components[real(path)]), _Part())
@@ -127,28 +139,6 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
     return list(parts.values())
 
 
-class _RealPaths:
-    """Path.resolve() for the files found, each folder resolved once: one lstat per file, not one per
-    folder on its way (thousands of files make that the cost of a warm run)."""
-
-    def __init__(self):
-        self._folders: dict[Path, Path] = {}
-        self._files: dict[Path, Path] = {}
-
-    def __call__(self, path: Path) -> Path:
-        found = self._files.get(path)
-        if found is None:
-            if path.is_symlink():
-                found = path.resolve()
-            else:
-                folder = self._folders.get(path.parent)
-                if folder is None:
-                    folder = self._folders[path.parent] = path.parent.resolve()
-                found = folder / path.name
-            self._files[path] = found
-        return found
-
-
 def _check_parts(root: Path, parts: list[_Part], config: Config, named: set[Path], report_unused_noqa: bool,
                  jobs: int):
     """(part, {path: CheckResult}) for every part: here, or in `jobs` processes when there is enough to share."""
@@ -163,11 +153,12 @@ def _check_parts(root: Path, parts: list[_Part], config: Config, named: set[Path
                 futures = [pool.submit(_check_batch, root, [part.files for part in batch], config,
                                        named & {path for part in batch for path in part.files}, report_unused_noqa)
                            for batch in batches]
-                for batch, future in zip(batches, futures):
-                    yield from zip(batch, future.result())
+                while batches:
+                    done = futures.pop(0).result()
+                    yield from zip(batches.pop(0), done)
             return
         except (BrokenProcessPool, OSError):
-            pass  # a worker died (or none could start): check here what is left
+            pass  # a worker died (or none could start): the batches not yet answered are checked here
     for batch in batches:
         yield from zip(batch, _check_batch(root, [part.files for part in batch], config, named, report_unused_noqa))
 

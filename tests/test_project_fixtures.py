@@ -37,13 +37,13 @@ def test_every_mechanism_has_a_project():
                                          "attributes", "resume_paths"}
 
 
-def test_import_statements_are_read_from_the_text():
-    from peftdoctor.facts.reading import _import_statements
+def testimport_statements_are_read_from_the_text():
+    from peftdoctor.facts.reading import import_statements
 
     source = ("import os, sys as system\nfrom . import load_model\nfrom .load_model import (get_model,\n"
               "    save_merged_model as smm)\nfrom src.x import y, \\\n    z\n    from ..a.b import c  # note\n"
               "import a.b.c as d\n")
-    assert list(_import_statements(source)) == [
+    assert list(import_statements(source)) == [
         (1, None, [("load_model", "load_model")]),
         (1, "load_model", [("get_model", "get_model"), ("save_merged_model", "smm")]),
         (0, "src.x", [("y", "y"), ("z", "z")]),

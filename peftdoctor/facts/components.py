@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peftdoctor.facts.library import RELEVANT_WORDS
-from peftdoctor.facts.reading import _import_statements
+from peftdoctor.facts.reading import import_statements
 
 
 def import_components(texts: dict[Path, str], resolve, read_text) -> dict[Path, frozenset[Path]]:
@@ -49,7 +49,7 @@ def import_components(texts: dict[Path, str], resolve, read_text) -> dict[Path, 
 
 
 def _imported_files(importer: Path, text: str, resolve):
-    for level, module, names in _import_statements(text):
+    for level, module, names in import_statements(text):
         if module is None and level == 0:  # `import a.b.c`
             for name, _ in names:
                 yield from _packages_on_the_way(importer, name, resolve)

@@ -49,6 +49,7 @@ class Project:
         self._resolved: dict[tuple, Path | None] = {}
         self._listings: dict[str, dict[str, str]] = {}
         self._real: dict[Path, Path] = {}
+        self._real_folders: dict[Path, Path] = {}
         self._folder_chains: dict[str, list[str]] = {}
         self._defined: set[tuple] = set()  # (module, name) of definitions read in pieces
         self._pieces: list = []  # (module, ParsedModule) of modules read in pieces, for positions
@@ -67,10 +68,18 @@ class Project:
             table.clear()
 
     def real(self, path: Path) -> Path:
-        """`path` resolved (symbolic links, `..`), once per path per run: lookups ask for it often."""
+        """`path` resolved (symbolic links, `..`), once per path per run: lookups ask for it often, and a
+        warm run asks for every file of the tree. Each folder is resolved once; a file costs one lstat."""
         found = self._real.get(path)
         if found is None:
-            found = self._real[path] = path.resolve()
+            if path.is_symlink():
+                found = path.resolve()
+            else:
+                folder = self._real_folders.get(path.parent)
+                if folder is None:
+                    folder = self._real_folders[path.parent] = path.parent.resolve()
+                found = folder / path.name
+            self._real[path] = found
         return found
 
     # ------------------------------------------------------------------ modules

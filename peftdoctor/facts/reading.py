@@ -85,7 +85,7 @@ class ModuleReader:
             except OSError:
                 continue
             names = set()
-            for level, module, imported in _import_statements(self._read_source(path)):
+            for level, module, imported in import_statements(self._read_source(path)):
                 if module is None and level == 0:  # `import a.b as c`: the names are modules
                     for name, local in imported:
                         if resolve(path, name, 0) in self._whole:
@@ -284,7 +284,7 @@ IMPORT_FROM = re.compile(r"^[ \t]*from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^
 IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n#;]+)", re.MULTILINE)
 
 
-def _import_statements(source: str):
+def import_statements(source: str):
     """(level, module or None, [(name, local name)]) for each import statement, read from the text
     (finding callers needs no parse: a wrong guess here only means one file more or less is walked)."""
     source = source.replace("\\\n", " ")  # backslash continuations
