@@ -12,7 +12,13 @@ import libcst as cst
 from peftdoctor import regular_file
 from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
-from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
+from peftdoctor.notebook import (
+    NotebookError,
+    in_cells,
+    is_notebook,
+    read_notebook,
+    script_of,
+)
 from peftdoctor.registry import Rule, rules_of_kind
 from peftdoctor.source import decode_source, parse_source
 from peftdoctor.suppression import parse_suppressions
@@ -125,7 +131,10 @@ def _run_rules(module: cst.Module, tree: ast.Module, source: str, path: str, rul
     `project_file` is (project, file path) when the file is read as part of a project:
     its facts then include the calls made into it from the project's other modules.
     """
-    from peftdoctor.facts import build_facts, project_facts  # local: keeps `peftdoctor rules` fast
+    from peftdoctor.facts import (  # local: keeps `peftdoctor rules` fast
+        build_facts,
+        project_facts,
+    )
     from peftdoctor.rules.base import Context
 
     findings: list[Finding] = []
@@ -212,6 +221,11 @@ def read_source(path: Path) -> str:
     return text if text is not None else data.decode("latin-1")
 
 
+def rule_needles() -> set[str]:
+    """What a file must mention for some static rule to be able to fire on it (the rules' `needs_any`)."""
+    return {needle for rule in rules_of_kind("static") for needle in rule.needs_any}
+
+
 def _concerns_peft(data: bytes) -> bool:
     """Whether any static rule could fire on a file: the rules' prefilter needles, looked for in its bytes."""
     rules = rules_of_kind("static")
@@ -292,7 +306,7 @@ def read_project(root: Path, files: list[Path], config: Config, named: set[Path]
     from peftdoctor.facts.project import Project
     from peftdoctor.facts.reading import ModuleReader
 
-    needles = {n for rule in rules_of_kind("static") for n in rule.needs_any}
+    needles = rule_needles()
     ruled, others, texts = [], [], {}
     for path in files:
         try:

@@ -21,6 +21,7 @@ from peftdoctor.engine import (
     iter_python_files,
     project_root_of,
     read_project,
+    rule_needles,
 )
 from peftdoctor.finding import Finding
 from peftdoctor.notebook import is_notebook, script_of
@@ -92,7 +93,6 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
     )
     from peftdoctor.facts.components import import_components
     from peftdoctor.facts.project import Project
-    from peftdoctor.registry import rules_of_kind
     from peftdoctor.versions import pins_fingerprint
 
     data: dict[Path, bytes] = {}
@@ -121,7 +121,7 @@ def _parts(root: Path, found, named: set[Path], config: Config, report_unused_no
         common = (tool_fingerprint(), str(root))
         pins: dict[Path, str] = {}  # folder -> its pins' fingerprint
         configs: dict[int, tuple] = {}  # id -> (the settings of some files, their fingerprint)
-        needles = {needle for rule in rules_of_kind("static") for needle in rule.needs_any}
+        needles = rule_needles()
         for part in parts.values():
             joined = file_key(*sorted(f"{member}:{hashes[member]}" for member in components[real(part.files[0])]))
             # Pins matter only where a rule can run: a part none of whose files mentions what the rules
