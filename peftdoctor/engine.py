@@ -12,13 +12,7 @@ import libcst as cst
 from peftdoctor import regular_file
 from peftdoctor.config import Config
 from peftdoctor.finding import Finding, Severity
-from peftdoctor.notebook import (
-    NotebookError,
-    in_cells,
-    is_notebook,
-    read_notebook,
-    script_of,
-)
+from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
 from peftdoctor.registry import Rule, rules_of_kind
 from peftdoctor.source import decode_source, parse_source
 from peftdoctor.suppression import parse_suppressions
@@ -131,10 +125,7 @@ def _run_rules(module: cst.Module, tree: ast.Module, source: str, path: str, rul
     `project_file` is (project, file path) when the file is read as part of a project:
     its facts then include the calls made into it from the project's other modules.
     """
-    from peftdoctor.facts import (  # local: keeps `peftdoctor rules` fast
-        build_facts,
-        project_facts,
-    )
+    from peftdoctor.facts import build_facts, project_facts  # local: keeps `peftdoctor rules` fast
     from peftdoctor.rules.base import Context
 
     findings: list[Finding] = []
