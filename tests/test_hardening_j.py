@@ -291,10 +291,13 @@ def test_unreadable_folders_and_configs_are_one_clear_finding_each():
     root = Path(tempfile.mkdtemp(prefix="pd-perm-"))  # not under pytest's 0700 folder: `nobody` must enter it
     try:
         os.chmod(root, 0o755)
+        # The base too: `nobody` cannot read the checkout's own fixtures when it lies in a 0700 folder.
+        base = shutil.copytree(GOOD.parent.parent / "bases" / "tiny-llama", root / "base")
         for name in ("checkpoint-1", "checkpoint-2", "checkpoint-3"):
-            copy_good(root / name)
-            for item in (root / name, *(root / name).iterdir()):
-                os.chmod(item, 0o755 if item.is_dir() else 0o644)
+            config = copy_good(root / name) / "adapter_config.json"
+            config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(base)}))
+        for item in (root, *root.rglob("*")):
+            os.chmod(item, 0o755 if item.is_dir() else 0o644)
         inspect_paths([root / "checkpoint-1"], config=Config(), show_summary=False)  # imports done as ourselves
         os.chmod(root / "checkpoint-2", 0)
         os.chmod(root / "checkpoint-3" / "adapter_config.json", 0)
