@@ -22,6 +22,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from peftdoctor.finding import Finding, Severity
+from peftdoctor.run_record import note
 
 CACHE_FOLDER = ".peftdoctor_cache"
 FORMAT = "1"  # bumped when the entry layout changes
@@ -43,6 +44,8 @@ def tool_fingerprint() -> str:
     package = Path(__file__).resolve().parent
     stamps = [__version__, FORMAT]
     for path in sorted(package.rglob("*.py")):
+        note(path)  # the tool's own code is an input of a recorded run (see run_record)
+        note(path.parent)
         try:
             stat = path.stat()
         except OSError:
@@ -76,7 +79,7 @@ class ResultCache:
         entry = self._entry(key)
         try:
             data = json.loads(entry.read_text(encoding="utf-8"))
-            found = ([_finding(item) for item in data["findings"]], [_finding(item) for item in data["unused"]],
+            found = ([stored_finding(item) for item in data["findings"]], [stored_finding(item) for item in data["unused"]],
                      int(data["lines"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -90,10 +93,10 @@ class ResultCache:
     def put(self, key: str, findings, unused, lines: int) -> None:
         if not self._usable:
             return
-        data = {"findings": [_stored(f) for f in findings], "unused": [_stored(f) for f in unused], "lines": lines}
+        data = {"findings": [finding_data(f) for f in findings], "unused": [finding_data(f) for f in unused], "lines": lines}
         entry = self._entry(key)
         try:
-            self._prepare()
+            self.prepare()
             entry.parent.mkdir(exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".json")
             try:
@@ -106,16 +109,21 @@ class ResultCache:
         except (OSError, TypeError, ValueError):
             self._usable = False  # a read-only tree, a full disk: check without a cache
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
         """The folder with its .gitignore and CACHEDIR.TAG, made once per run (not a stat per entry)."""
-        if self._prepared or (self.folder / ".gitignore").is_file():
-            self._prepared = True
+        if self._prepared:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / ".gitignore").write_text("# made by peftdoctor\n*\n", encoding="utf-8")
-        (self.folder / "CACHEDIR.TAG").write_text(
-            "Signature: 8a477f597d28d172789f06886806bc55\n# peftdoctor's cache; see https://bford.info/cachedir/\n",
-            encoding="utf-8")
+        try:
+            if (self.folder / ".gitignore").is_file():
+                self._prepared = True
+                return
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / ".gitignore").write_text("# made by peftdoctor\n*\n", encoding="utf-8")
+            (self.folder / "CACHEDIR.TAG").write_text(
+                "Signature: 8a477f597d28d172789f06886806bc55\n# peftdoctor's cache; see https://bford.info/cachedir/\n",
+                encoding="utf-8")
+        except OSError:
+            self._usable = False  # a read-only tree: check without a cache
         self._prepared = True
 
     def trim(self, limit: int = MAX_ENTRIES) -> None:
@@ -140,13 +148,13 @@ class ResultCache:
                 pass
 
 
-def _stored(finding: Finding) -> dict:
+def finding_data(finding: Finding) -> dict:
     data = asdict(finding)
     data["severity"] = finding.severity.value
     return data
 
 
-def _finding(data: dict) -> Finding:
+def stored_finding(data: dict) -> Finding:
     data = dict(data)
     data["severity"] = Severity(data["severity"])
     return Finding(**data)

@@ -192,36 +192,23 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
           report_unused_noqa, fix, show_diff, show_fixes, exit_zero, stdin_filename, no_respect_gitignore,
           no_cache, cache_dir, jobs) -> None:
     """Lint training scripts and notebooks (files or folders; default: the current folder; `-`: standard input)."""
-    from peftdoctor.engine import PathError, check_paths
-    from peftdoctor.project_run import default_jobs
-
     paths = paths or (("-",) if stdin_filename else (".",))  # as ruff: --stdin-filename alone reads stdin
-    configs = check_configs(config_file, overrides_of(select, ignore, extend_select,
-                                                      False if no_respect_gitignore else None))
+    overrides = overrides_of(select, ignore, extend_select, False if no_respect_gitignore else None)
     report = {"statistics": statistics, "quiet": quiet, "show_fixes": show_fixes, "tool_kind": "check"}
     if "-" in paths:
         if len(paths) > 1:
             raise UsageFailure("`-` (standard input) cannot be combined with other paths")
-        findings = _check_stdin(configs, stdin_filename, report_unused_noqa, fix, show_diff)
+        findings = _check_stdin(check_configs(config_file, overrides), stdin_filename, report_unused_noqa, fix,
+                                show_diff)
         if not (fix or show_diff):
             emit(fmt, findings, output, color=color_choice(color_flag), files_checked=1, **report)
         sys.exit(EXIT_CLEAN if exit_zero else exit_status(findings))
     try:
-        protected = checked_files(paths, configs) if output is not None else ()
-        check_output(output, protected)
-        if fix or show_diff:
-            from peftdoctor.fix import apply_fixes
-
-            changed = apply_fixes(paths, configs, write=fix and not show_diff, stream=sys.stdout,
-                                  show=show_fixes)
-            if show_diff:
-                if not changed and not quiet:
-                    click.echo("peftdoctor: no fixes to apply", err=True)
-                sys.exit(EXIT_CLEAN if exit_zero or not changed else EXIT_FINDINGS)
-        cache = None if no_cache else _result_cache(paths, cache_dir)
-        result = check_paths(paths, configs, report_unused_noqa=report_unused_noqa, cache=cache,
-                             jobs=jobs or default_jobs())
-    except (PathError, ConfigError) as exc:
+        result, protected = _recorded_check(
+            paths, config_file, overrides, report_unused_noqa, output, fix, show_diff, show_fixes, quiet, exit_zero,
+            no_cache, cache_dir, jobs, invocation={"paths": paths, "options": [
+                select, ignore, extend_select, config_file, report_unused_noqa, no_respect_gitignore]})
+    except ConfigError as exc:
         raise UsageFailure(str(exc)) from None
     if result.files_checked == 0:
         click.echo(f"peftdoctor: warning: no Python files found under {', '.join(map(str, paths))}", err=True)
@@ -229,6 +216,55 @@ def check(paths, select, ignore, extend_select, config_file, fmt, output, statis
     emit(fmt, findings, output, protected, color=color_choice(color_flag), files_checked=result.files_checked,
          **report)
     sys.exit(EXIT_CLEAN if exit_zero else exit_status(findings))
+
+
+def _recorded_check(paths, config_file, overrides, report_unused_noqa, output, fix, show_diff, show_fixes, quiet,
+                    exit_zero, no_cache, cache_dir, jobs, invocation):
+    """The check of `paths`, and the files an --output must not replace: from the record of the same command
+    when nothing it read has changed (no parsing, no engine import; see run_record), else run (and recorded,
+    when there is a cache)."""
+    from peftdoctor import run_record
+    from peftdoctor.project_root import find_project_root
+
+    find_project_root.cache_clear()  # what an earlier run in this process found would go unnoted
+    run_record.start_noting()
+    try:
+        configs = check_configs(config_file, overrides)
+        cache = None if no_cache or fix or show_diff else _result_cache(paths, cache_dir)
+        record = run_record.RunRecord(cache.folder, invocation) if cache is not None else None
+        replayed = record.replay() if record is not None else None
+        if replayed is not None:
+            result, read = replayed
+            check_output(output, read)
+            return result, read
+        from peftdoctor.engine import PathError, check_paths
+        from peftdoctor.project_run import default_jobs
+        from peftdoctor.versions import clear_caches
+
+        clear_caches()
+        try:
+            if cache is not None:
+                cache.prepare()  # made before the walk notes the project folder's state
+            protected = checked_files(paths, configs) if output is not None else ()
+            check_output(output, protected)
+            if fix or show_diff:
+                from peftdoctor.fix import apply_fixes
+
+                changed = apply_fixes(paths, configs, write=fix and not show_diff, stream=sys.stdout,
+                                      show=show_fixes)
+                if show_diff:
+                    if not changed and not quiet:
+                        click.echo("peftdoctor: no fixes to apply", err=True)
+                    sys.exit(EXIT_CLEAN if exit_zero or not changed else EXIT_FINDINGS)
+            result = check_paths(paths, configs, report_unused_noqa=report_unused_noqa, cache=cache,
+                                 jobs=jobs or default_jobs())
+        except PathError as exc:
+            raise UsageFailure(str(exc)) from None
+    finally:
+        notes = run_record.stop_noting()
+    if record is not None:
+        record.save(notes, result)
+    return result, protected
 
 
 def _check_stdin(configs, stdin_filename: str | None, report_unused_noqa: bool, fix: bool,
@@ -267,7 +303,7 @@ def _check_stdin(configs, stdin_filename: str | None, report_unused_noqa: bool, 
 
 def _result_cache(paths, cache_dir: str | None):
     from peftdoctor.cache import ResultCache, default_folder
-    from peftdoctor.engine import project_root_of
+    from peftdoctor.project_root import project_root_of
 
     if cache_dir:
         return ResultCache(Path(cache_dir))

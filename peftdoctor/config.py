@@ -18,6 +18,7 @@ from pathlib import Path
 from peftdoctor import regular_file
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.registry import matches
+from peftdoctor.run_record import note
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,6 +131,7 @@ def config_file_in(folder: Path) -> Path | None:
     """The config file of `folder` itself (see CONFIG_NAMES), or None."""
     for name in CONFIG_NAMES:
         candidate = folder / name
+        note(candidate)
         if candidate.is_file() and _configures_us(candidate):
             return candidate
     return None
@@ -185,6 +187,7 @@ class NearestConfigs:
 
     def for_path(self, path) -> Config:
         path = Path(path)
+        note(path)
         folder = path if path.is_dir() else path.parent
         found = self._nearest_file((folder if folder.exists() else Path.cwd()).resolve())
         if found not in self._by_file:

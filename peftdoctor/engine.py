@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
 
 from peftdoctor import regular_file
 from peftdoctor.config import Config
-from peftdoctor.finding import Finding, Severity
+from peftdoctor.finding import CheckResult, Finding, Severity
 from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
+from peftdoctor.project_root import project_root_of
 from peftdoctor.registry import Rule, rules_of_kind
+from peftdoctor.run_record import note
 from peftdoctor.source import decode_source, parse_source
 from peftdoctor.suppression import parse_suppressions
 
@@ -39,15 +40,8 @@ class PathError(Exception):
     """A path given on the command line that does not exist or cannot be read."""
 
 
-@dataclass
-class CheckResult:
-    findings: list[Finding] = field(default_factory=list)
-    files_checked: int = 0
-    lines_checked: int = 0
-    unused_suppressions: list[Finding] = field(default_factory=list)
-
-
 def _is_virtualenv(folder: Path) -> bool:
+    note(folder / "pyvenv.cfg")
     return (folder / "pyvenv.cfg").is_file()
 
 
@@ -64,6 +58,7 @@ def iter_python_files(paths, config: Config | None = None):
     named = {Path(raw) for raw in paths if Path(raw).is_file()}
     for raw in paths:
         path = Path(raw)
+        note(path)
         if not path.exists():
             raise PathError(f"{raw}: no such file or directory")
         if not path.is_dir():  # a file, or a FIFO/device/socket that check_file refuses by name
@@ -76,6 +71,7 @@ def iter_python_files(paths, config: Config | None = None):
             raise PathError(f"{raw}: permission denied")
         ignore = _ignore_rules(path, config)
         for root, dirs, files in os.walk(path):
+            note(root)
             root_path = Path(root)
             rules = ignore.get(root_path)
             if rules is not None:
@@ -274,16 +270,6 @@ def _check_notebook(path: Path, data: bytes, config: Config | None, report_unuse
     result.findings = sorted((in_cells(notebook, f) for f in result.findings), key=Finding.sort_key)
     result.unused_suppressions = [in_cells(notebook, f) for f in result.unused_suppressions]
     return result
-
-
-def project_root_of(paths) -> Path:
-    """A single folder checked is the project; otherwise the project root of the first path."""
-    from peftdoctor.project_root import find_project_root
-
-    given = [Path(p) for p in paths]
-    if len(given) == 1 and given[0].is_dir():
-        return given[0].resolve()
-    return find_project_root(given[0]) if given else Path.cwd()
 
 
 def read_project(root: Path, files: list[Path], config: Config, named: set[Path] = frozenset(),

@@ -52,3 +52,13 @@ class Finding:
         if self.line:
             return f"{path}:{self.line}"
         return path
+
+
+@dataclass
+class CheckResult:
+    """What `check` found in some files, with how much it read."""
+
+    findings: list[Finding] = field(default_factory=list)
+    files_checked: int = 0
+    lines_checked: int = 0
+    unused_suppressions: list[Finding] = field(default_factory=list)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftdoctor import regular_file
+from peftdoctor.run_record import note
 
 # Read in this order in each folder, so a later one overrides: a repository's own exclude list (in its root
 # only), then `.gitignore`, then `.ignore`.
@@ -108,6 +109,7 @@ class IgnoreRules:
         folder = _absolute(folder)
         above = []  # the folders above `folder`, innermost first, up to its repository's root
         for candidate in (folder, *folder.parents):
+            note(candidate / ".git")
             if (candidate / ".git").exists():  # a nested repository owes nothing to the one around it
                 break
             above.append(candidate.parent)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from peftdoctor.run_record import note
+
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
@@ -18,6 +20,18 @@ def find_project_root(path: Path) -> Path:
     path = path.resolve()
     start = path if path.is_dir() else path.parent
     for candidate in (start, *start.parents):
-        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
-            return candidate
+        for marker in ROOT_MARKERS:
+            note(candidate / marker)
+            if (candidate / marker).exists():
+                return candidate
     return start
+
+
+def project_root_of(paths) -> Path:
+    """A single folder checked is the project; otherwise the project root of the first path."""
+    given = [Path(p) for p in paths]
+    if len(given) == 1:
+        note(given[0])
+        if given[0].is_dir():
+            return given[0].resolve()
+    return find_project_root(given[0]) if given else Path.cwd()

@@ -19,12 +19,12 @@ from peftdoctor.engine import (
     CheckResult,
     check_file,
     iter_python_files,
-    project_root_of,
     read_project,
     rule_needles,
 )
 from peftdoctor.finding import Finding
 from peftdoctor.notebook import is_notebook, script_of
+from peftdoctor.project_root import project_root_of
 
 # Parts are sent to workers in batches of at least this many files (a process per two-line script
 # costs more than it saves).

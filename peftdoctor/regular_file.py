@@ -13,6 +13,8 @@ import errno
 import os
 import stat
 
+from peftdoctor.run_record import note
+
 SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                  (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
 
@@ -33,6 +35,7 @@ def open_regular(path):
     Checked before opening (opening a device may act on it) and again on the open descriptor (the path may
     have been swapped in between); O_NONBLOCK keeps the open itself from waiting on a FIFO.
     """
+    note(path)  # an input of a recorded check run (see run_record)
     _refuse_special(os.stat(path).st_mode, path)
     handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:

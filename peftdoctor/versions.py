@@ -39,6 +39,7 @@ from peftdoctor.facts.api_versions import (
     shown,
 )
 from peftdoctor.project_root import find_project_root
+from peftdoctor.run_record import note
 
 try:  # Python 3.11+
     import tomllib
@@ -376,6 +377,7 @@ def _file_rank(name: str) -> int:
 
 @lru_cache(maxsize=4096)
 def _pin_files_in(folder: Path) -> tuple[Path, ...]:
+    note(folder)
     try:
         names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
     except OSError:
@@ -386,6 +388,8 @@ def _pin_files_in(folder: Path) -> tuple[Path, ...]:
 def _skipped(folder: str, name: str) -> bool:
     if name.startswith(".") or name.lower() in SKIP_FOLDERS:
         return True
+    note(os.path.join(folder, name, "pyvenv.cfg"))
+    note(os.path.join(folder, name, "conda-meta"))
     return os.path.exists(os.path.join(folder, name, "pyvenv.cfg")) or os.path.isdir(
         os.path.join(folder, name, "conda-meta"))
 
@@ -397,6 +401,7 @@ def _project_wide(root: Path) -> tuple[Path, ...]:
     pin_folders: list[str] = []
     count = 0
     for folder, dirs, files in os.walk(root):
+        note(folder)
         count += 1
         if count > MAX_FOLDERS:
             break
@@ -427,6 +432,7 @@ def _candidate_files(folder: Path) -> tuple[tuple[Path, Path], ...]:
     ancestors = []
     for candidate in (folder, *folder.parents):
         ancestors.append(candidate)
+        note(candidate / ".git")
         if (candidate / ".git").exists():
             break
     ranked = []

@@ -18,6 +18,7 @@ import libcst as cst
 from peftdoctor.facts.names import FLAT_LIBRARIES, dotted
 from peftdoctor.facts.positions import call_positions
 from peftdoctor.facts.values import LOCAL, Value, Values
+from peftdoctor.run_record import note
 
 FILE, FOLDER, LINK = "file", "folder", "link"  # kinds of folder entries
 
@@ -224,6 +225,7 @@ class Project:
         found = self._listings.get(folder)
         if found is None:
             found = {}
+            note(folder)
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
