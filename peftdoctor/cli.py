@@ -230,8 +230,9 @@ def _recorded_check(paths, config_file, overrides, report_unused_noqa, output, f
     run_record.start_noting()
     try:
         configs = check_configs(config_file, overrides)
-        cache = None if no_cache or fix or show_diff else _result_cache(paths, cache_dir)
-        record = run_record.RunRecord(cache.folder, invocation) if cache is not None else None
+        cache = None if no_cache else _result_cache(paths, cache_dir)
+        record = run_record.RunRecord(cache.folder, invocation) if cache is not None and not (fix or show_diff) \
+            else None
         replayed = record.replay() if record is not None else None
         if replayed is not None:
             result, read = replayed
@@ -247,17 +248,20 @@ def _recorded_check(paths, config_file, overrides, report_unused_noqa, output, f
                 cache.prepare()  # made before the walk notes the project folder's state
             protected = checked_files(paths, configs) if output is not None else ()
             check_output(output, protected)
+            result, changed = None, True
             if fix or show_diff:
                 from peftdoctor.fix import apply_fixes
 
-                changed = apply_fixes(paths, configs, write=fix and not show_diff, stream=sys.stdout,
-                                      show=show_fixes)
+                changed, result = apply_fixes(paths, configs, write=fix and not show_diff, stream=sys.stdout,
+                                              show=show_fixes, cache=cache, report_unused_noqa=report_unused_noqa,
+                                              jobs=jobs or default_jobs())
                 if show_diff:
                     if not changed and not quiet:
                         click.echo("peftdoctor: no fixes to apply", err=True)
                     sys.exit(EXIT_CLEAN if exit_zero or not changed else EXIT_FINDINGS)
-            result = check_paths(paths, configs, report_unused_noqa=report_unused_noqa, cache=cache,
-                                 jobs=jobs or default_jobs())
+            if changed:  # after fixes, what is left (a fix can change what other rules see)
+                result = check_paths(paths, configs, report_unused_noqa=report_unused_noqa, cache=cache,
+                                     jobs=jobs or default_jobs())
         except PathError as exc:
             raise UsageFailure(str(exc)) from None
     finally:

@@ -22,6 +22,7 @@ file to write is checked before any is written, so a refusal leaves all files as
 
 from __future__ import annotations
 
+import ast
 import difflib
 import sys
 from collections import Counter, defaultdict
@@ -178,14 +179,63 @@ def apply_edits(source: str, edits: list[dict]) -> str:
         return source
     try:
         return _apply_checked_edits(source, edits)
-    except RecursionError:
+    except Exception as exc:  # noqa: BLE001 - only a stack overflow, whatever libcst turned it into
         # libcst's visitors and code generator recurse per nesting level (a chain of 199 calls, a list 199
         # deep, 999 nested lambdas); `check` reads such files, but rewriting one is refused, not half-done.
+        # Deep enough, the overflow surfaces as another error raised while libcst unwinds (a KeyError).
+        if not _caused_by_recursion(exc):
+            raise
         raise FixError("the code is nested too deeply for libcst to rewrite it; apply the fix by hand") from None
 
 
+def _caused_by_recursion(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 100:
+        if isinstance(exc, RecursionError):
+            return True
+        exc, seen = exc.__context__, seen + 1
+    return False
+
+
 def _apply_checked_edits(source: str, edits: list[dict]) -> str:
-    wrapper = MetadataWrapper(cst.parse_module(source))
+    """Each top-level statement that holds an edit is parsed and rewritten alone, and its lines put back: the
+    cost follows the code edited, not the file (libcst on a whole 50,000-line file takes a minute and a GB)."""
+    try:
+        statements = _statement_lines(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return _edit_module(source, edits)
+    lines = source.splitlines(keepends=True)
+    by_statement: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    for edit in edits:
+        span = next((span for span in statements if span[0] <= edit["line"] <= span[1]), None)
+        if span is None:
+            continue
+        by_statement[span].append({**edit, "line": edit["line"] - span[0] + 1})
+    for (start, end), local_edits in sorted(by_statement.items(), reverse=True):  # bottom up: line numbers hold
+        piece = "".join(lines[start - 1:end])
+        try:
+            new_piece = _edit_module(piece, local_edits)
+        except cst.ParserSyntaxError:  # not a whole statement on its own (a BOM, a line continuation)
+            return _edit_module(source, edits)
+        lines[start - 1:end] = [new_piece]
+    return "".join(lines)
+
+
+def _statement_lines(tree: ast.Module) -> list[tuple[int, int]]:
+    """(first, last) line of each top-level statement with its decorators; statements that share a line
+    (`a = f(); b = g()`) are one span, so each span is whole lines of whole statements."""
+    spans: list[list[int]] = []
+    for node in tree.body:
+        start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], node.end_lineno)
+        else:
+            spans.append([start, node.end_lineno])
+    return [(start, end) for start, end in spans]
+
+
+def _edit_module(source: str, edits: list[dict]) -> str:
+    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # parsed here, used once
     finder = _CallFinder(edits)
     wrapper.visit(finder)
     targets: dict[int, list[dict]] = defaultdict(list)
@@ -237,14 +287,16 @@ def write_atomically(path: Path, text: str, encoding: str = "utf-8", expect: Sna
     replace_file(path, lambda stream: stream.write(data), expect)
 
 
-def apply_fixes(paths, config, *, write: bool, stream, show: bool = False) -> bool:
-    """Fix (write=True) or show as a unified diff (write=False) every safe fix; True if anything changes.
+def apply_fixes(paths, config, *, write: bool, stream, show: bool = False, cache=None,
+                report_unused_noqa: bool = False, jobs: int = 1):
+    """Fix (write=True) or show as a unified diff (write=False) every safe fix: (whether anything changes,
+    the check that found the fixes). `cache`, `report_unused_noqa`, `jobs`: as for engine.check_paths.
 
     `show`: after writing, list on stderr what was fixed in each file (`--show-fixes`).
     """
     from peftdoctor.engine import PathError, check_paths
 
-    result = check_paths(paths, config)
+    result = check_paths(paths, config, report_unused_noqa=report_unused_noqa, cache=cache, jobs=jobs)
     by_file: dict[str, list[dict]] = defaultdict(list)
     codes: dict[str, Counter] = defaultdict(Counter)
     for finding in result.findings:
@@ -309,7 +361,7 @@ def apply_fixes(paths, config, *, write: bool, stream, show: bool = False) -> bo
               f"file{'s' if changed_files != 1 else ''}", file=sys.stderr)
         if show:
             _show_fixed([(name, codes[name]) for name, *_ in pending])
-    return changed_files > 0
+    return changed_files > 0, result
 
 
 def _show_fixed(fixed: list[tuple[str, Counter]]) -> None:

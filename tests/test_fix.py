@@ -134,7 +134,7 @@ def test_apply_fixes_without_fixable_findings_touches_nothing(tmp_path):
     old = time.time() - 1000
     os.utime(path, (old, old))
     stream = io.StringIO()
-    assert apply_fixes([str(tmp_path)], Config(), write=True, stream=stream) is False
+    assert apply_fixes([str(tmp_path)], Config(), write=True, stream=stream)[0] is False
     assert stream.getvalue() == ""
     assert path.stat().st_mtime == pytest.approx(old)
 

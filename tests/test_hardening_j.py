@@ -251,22 +251,27 @@ DEEP_TAILS = {"chain": "x = a" + ".f()" * 199, "list": "x = " + "[" * 199 + "]" 
 
 
 def test_fix_refuses_deeply_nested_code_with_one_line_and_leaves_it_untouched(tmp_path):
-    """Before: RecursionError traceback from libcst's code generator (check itself reads these files)."""
+    """Before: RecursionError traceback from libcst's code generator (check itself reads these files). Only the
+    statement that holds the fix is rewritten: deep code there is refused, deep code elsewhere stays as it was."""
     fixable = sorted((GOOD.parent.parent / "scripts" / "PD103").glob("bad_*.py"))[0].read_text()
+    assert "\nclass ContinualLearner:\n" in fixable  # the fix is in this class's __init__
     for name, tail in DEEP_TAILS.items():
-        script = tmp_path / f"{name}.py"
-        script.write_text(fixable + tail + "\n")
-        compile(script.read_text(), name, "exec")  # valid Python
-        result = run_cli("check", "--fix", str(script), timeout=120)
+        inside = tmp_path / f"{name}_inside.py"
+        inside.write_text(fixable.replace("\nclass ContinualLearner:\n", f"\nclass ContinualLearner:\n    {tail}\n"))
+        before = inside.read_text()
+        compile(before, name, "exec")  # valid Python
+        result = run_cli("check", "--fix", str(inside), timeout=120)
         assert "Traceback" not in result.stderr, (name, result.stderr[-2000:])
-        assert result.stderr.splitlines() == [f"peftdoctor: warning: {script}: fix skipped: the code is nested too "
+        assert result.stderr.splitlines() == [f"peftdoctor: warning: {inside}: fix skipped: the code is nested too "
                                               "deeply for libcst to rewrite it; apply the fix by hand"]
         assert result.returncode == 1 and "PD103" in result.stdout
-        assert script.read_text() == fixable + tail + "\n"
-    control = tmp_path / "shallow.py"
-    control.write_text(fixable + "x = a" + ".f()" * 20 + "\n")
-    result = run_cli("check", "--fix", str(control), timeout=120)
-    assert "fix skipped" not in result.stderr and "is_trainable=True" in control.read_text()
+        assert inside.read_text() == before
+        elsewhere = tmp_path / f"{name}_elsewhere.py"
+        elsewhere.write_text(fixable + tail + "\n")
+        result = run_cli("check", "--fix", str(elsewhere), timeout=120)
+        assert "Traceback" not in result.stderr and "fix skipped" not in result.stderr, (name, result.stderr[-2000:])
+        assert elsewhere.read_text() == fixable.replace("previous_adapter)", "previous_adapter, is_trainable=True)") \
+            + tail + "\n"
 
 
 @contextlib.contextmanager
