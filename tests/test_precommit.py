@@ -121,3 +121,12 @@ def test_hook_environment_is_light():
     core = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {dep.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for dep in core}
     assert not names & {"torch", "transformers", "peft", "accelerate", "trl"}, names
+
+
+def test_the_readme_pins_the_release_tag_of_this_version():
+    """pre-commit's `rev:` is a git tag; the release tags are `v<version>`, so the README's must be this one's."""
+    from peftdoctor import __version__
+
+    revs = [line.split("rev:")[1].strip() for line in (REPO_ROOT / "README.md").read_text().splitlines()
+            if line.strip().startswith("rev:")]
+    assert revs == [f"v{__version__}"]
