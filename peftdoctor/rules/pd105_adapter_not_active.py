@@ -67,7 +67,7 @@ def _diffusers_resumes(facts):
         adapted = [v for v in targets if v.kind == DIFFUSERS_MODEL and v.get("adapters") and not v.get("maybe")]
         hook = hooks.get(id(event.scope))
         if adapted and _trained_after(facts, index, event.scope):
-            names, added_at, how = adapted[0].get("adapters"), adapted[0].get("adapter_at"), "then trained"
+            names, added_at, how = adapted[0].get("adapters"), adapted[0].get("adapter_at"), "and trained afterwards"
         elif hook is not None and targets and not any(v.kind == DIFFUSERS_MODEL and not v.get("adapters")
                                                       for v in targets):
             (names, added_at), how = hook, "in a hook that accelerator.load_state() runs on resume"
