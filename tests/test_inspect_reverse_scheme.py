@@ -67,6 +67,13 @@ def test_peft_adapters_and_non_lora_files_are_left_to_their_own_checks(tmp_path)
     assert "PD623" not in {f.code for f in inspect(ROOT / "fixtures" / "bases" / "tiny-llama")}  # a model folder
 
 
+def test_a_kohya_file_given_by_itself_is_clean(tmp_path):
+    """kohya's own scheme is what a lone .safetensors LoRA is expected to hold."""
+    kohya = tmp_path / "style_lora.safetensors"
+    kohya.write_bytes((ROOT / "fixtures" / "adapters" / "kohya-keys" / "adapter_model.safetensors").read_bytes())
+    assert inspect(kohya) == []
+
+
 def test_a_damaged_lora_file_is_pd602(tmp_path):
     broken = tmp_path / "lora.safetensors"
     broken.write_bytes((LORAS / "good" / WEIGHTS).read_bytes()[:100])
