@@ -24,6 +24,7 @@ from peftdoctor.facts.values import (
     BASE_MODEL,
     CLASS,
     CONST,
+    DIFFUSERS_MODEL,
     FUNCTION,
     GUARDED_KINDS,
     LOCAL,
@@ -52,7 +53,7 @@ MAX_INLINE_DEPTH = 4
 # Argument kinds worth a context-sensitive walk of the callee.
 TRACKED_KINDS = frozenset({
     BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINING_ARGS, TRAINER, OPTIMIZER, ACCELERATOR, TUNER, VOCAB,
-    SELF, QUANT_CONFIG,
+    SELF, QUANT_CONFIG, DIFFUSERS_MODEL,
 })
 
 

@@ -17,6 +17,7 @@ from peftdoctor.facts.values import (
     BASE_MODEL,
     CLASS,
     CONST,
+    DIFFUSERS_MODEL,
     ENCODING,
     GRAD_SCALER,
     MISSING,
@@ -191,6 +192,8 @@ def call_named(interp, event, env) -> Values:
         return _peft_call(interp, event, env, parts)
     if name in TOKEN_ADDING_HELPERS:
         return _setup_chat_format(interp, event, env)
+    if top == "diffusers":
+        return _diffusers_call(event, parts)
     if top in ("transformers", "trl"):
         result = _transformers_call(interp, event, env, parts)
         if result is not None:
@@ -578,6 +581,44 @@ def _setup_chat_format(interp, event, env) -> Values:
     return (Value(TUPLE, event.node, items=[models, tokenizers]),)
 
 
+# ------------------------------------------------------------------- diffusers
+# Pipeline arguments that hand it a model a LoRA loads into.
+DIFFUSERS_COMPONENTS = ("unet", "transformer")
+# diffusers' LoRA loaders -> (where they load: None for the receiver, a model or a pipeline's components, else
+# the classmethod's keyword argument, third positionally; the position of adapter_name, None: keyword only).
+# Each adds a new adapter, named `default_N` unless adapter_name= says otherwise, and makes it the only active one.
+DIFFUSERS_LORA_LOADERS = {"load_lora_weights": (None, 1), "load_lora_adapter": (None, None),
+                          "load_attn_procs": (None, None), "load_lora_into_unet": ("unet", 3),
+                          "load_lora_into_transformer": ("transformer", 3)}
+# The accelerate hook that runs inside accelerator.load_state(): a resume.
+LOAD_STATE_HOOKS = ("register_load_state_pre_hook",)
+
+
+def _diffusers_call(event, parts) -> Values:
+    """`UNet2DConditionModel.from_pretrained(...)` / `(...)`: a diffusers model with no adapter yet;
+    `StableDiffusionPipeline.from_pretrained(..., unet=unet)`: a pipeline holding the models passed in."""
+    last = parts[-1]
+    cls = parts[-2] if len(parts) >= 3 and last in MODEL_CONSTRUCTORS else last
+    if not cls[:1].isupper() or (cls != last and last not in MODEL_CONSTRUCTORS):
+        return unknown()
+    if cls.endswith("Pipeline"):
+        passed = union(*(event.kwargs.get(key, ()) for key in DIFFUSERS_COMPONENTS))
+        return (Value(DIFFUSERS_MODEL, event.node, class_name=cls, adapters=(), models=passed),)
+    if "Model" in cls or "Transformer" in cls or "UNet" in cls:
+        return (Value(DIFFUSERS_MODEL, event.node, class_name=cls, adapters=(), models=()),)
+    return unknown()
+
+
+def _add_diffusers_adapter(interp, event, env, model: Value) -> Values:
+    """`unet.add_adapter(LoraConfig(...))`: the model gains adapter "default" (or adapter_name=), in place."""
+    name = const_value(event.arg(1, "adapter_name"), None) if event.arg(1, "adapter_name") else "default"
+    if not isinstance(name, str):
+        return unknown()
+    interp.mutate(env, model, model.derive(adapters=(*model.get("adapters"), name),
+                                           adapter_at=model.get("adapter_at") or event.node))
+    return unknown()
+
+
 # --------------------------------------------------------------- method calls
 def call_method(interp, event, env) -> Values:
     method = event.method
@@ -621,7 +662,13 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
             interp, env, value.get("trained"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method], mode_at=event.node)
         interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed
         return unknown()
+    if kind == DIFFUSERS_MODEL and method == "add_adapter":
+        return _add_diffusers_adapter(interp, event, env, value)
+    if kind == DIFFUSERS_MODEL and method in SELF_RETURNING:
+        return (value,)
     if kind == ACCELERATOR:
+        if method == "unwrap_model":  # the model itself; only diffusers models are followed through it
+            return tuple(v for v in event.arg(0, "model") or () if v.kind == DIFFUSERS_MODEL) or unknown()
         if method == "prepare":
             if len(event.args) == 1:
                 return event.args[0]

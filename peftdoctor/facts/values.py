@@ -36,6 +36,9 @@ TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base 
 ENCODING = "encoding"  # what tokenizer(...) returns: attrs["tokenizer"], ["padded"], ["padding_side"]
 SPECIAL_TOKEN = "special_token"  # tokenizer.eos_token / eos_token_id: attrs["name"] ("eos", "unk", ...)
 QUANT_CONFIG = "quant_config"  # BitsAndBytesConfig / GPTQConfig / AwqConfig: attrs["quantization"]
+# a diffusers model (UNet, transformer): attrs["adapters"], the adapter names add_adapter gave it, ["adapter_at"];
+# or a pipeline: attrs["models"], the models passed to it (unet=, transformer=)
+DIFFUSERS_MODEL = "diffusers_model"
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
@@ -69,6 +72,8 @@ FIELDS = frozenset({
     "training", "mode_at",
     # tokenizers and their encodings: the side they pad on ("left"/"right"/None), and whether they pad
     "padding_side", "padded",
+    # diffusers models: the adapter names add_adapter gave them, and the add_adapter call that gave the first
+    "adapters", "adapter_at",
 })
 
 

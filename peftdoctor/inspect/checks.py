@@ -76,7 +76,7 @@ def check_nested_keys(adapter: Adapter) -> list[Finding]:
             str(adapter.weights),
             hint="Call get_peft_model once (not on a PeftModel); re-save after stripping one "
                  "'base_model.model.' prefix."))
-    named = [t.name for t in adapter.tensors if _named_adapter(t.name)]
+    named = [t.name for t in adapter.tensors if carries_adapter_name(t.name)]
     if named:
         found.append(finding(
             "PD603", f"{len(named)} of {total} weight names carry an adapter name, e.g. {_example(named, 1)}: "
@@ -86,7 +86,7 @@ def check_nested_keys(adapter: Adapter) -> list[Finding]:
     return found
 
 
-def _named_adapter(name: str) -> bool:
+def carries_adapter_name(name: str) -> bool:
     match = _NAMED_ADAPTER.search(name)
     if not match:
         return False

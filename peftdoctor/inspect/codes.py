@@ -61,6 +61,9 @@ for _code, _name, _severity, _summary in (
     ("PD622", "merged-model-not-servable", W,
      "A model folder stores weights wider than its base's dtype, has no tokenizer, or no chat template where the "
      "base has one."),
+    ("PD623", "lora-file-peft-key-scheme", E,
+     "A diffusers / kohya-style LoRA file (pytorch_lora_weights.safetensors, a lone .safetensors) holds peft's "
+     "base_model.model.* or adapter-named keys: diffusers' loaders load none of it."),
 ):
     register(Rule(code=_code, name=_name, summary=_summary, severity=_severity, kind="inspect"))
     SEVERITY[_code] = _severity

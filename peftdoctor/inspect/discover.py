@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from peftdoctor.inspect.lora_file import DIFFUSERS_WEIGHTS, lora_files
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 MAX_DEPTH = 3
 MAX_STEP_DIGITS = 100  # far below int()'s 4,300-digit limit on str conversion
@@ -22,7 +24,7 @@ class InputError(Exception):
 def looks_like_adapter(folder: Path) -> bool:
     """True also for a folder this user may not look into: inspecting it then says so (PD600)."""
     try:
-        return any((folder / name).is_file() for name in ADAPTER_FILES)
+        return any((folder / name).is_file() for name in (*ADAPTER_FILES, DIFFUSERS_WEIGHTS))
     except PermissionError:
         return True
 
@@ -42,6 +44,10 @@ def find_adapters(paths) -> list[Path]:
         if not exists:
             raise InputError(f"{raw}: no such file or directory")
         if not path.is_dir():  # a file, or a FIFO/device/socket named like one: reported when read
+            if path.name not in ADAPTER_FILES and lora_files(path):
+                if path not in found:  # a LoRA file given by itself (diffusers, kohya): inspected as one
+                    found.append(path)
+                continue
             if path.name not in ADAPTER_FILES:
                 raise InputError(f"{raw}: not an adapter folder (expected a folder with adapter_config.json)")
             path = path.parent

@@ -21,6 +21,7 @@ from peftdoctor.inspect.discover import InputError, find_adapters
 from peftdoctor.inspect.embedding_checks import check_embedding_rows, check_tied_embeddings
 from peftdoctor.inspect.findings import finding
 from peftdoctor.inspect.init_checks import check_unconverted_init
+from peftdoctor.inspect.lora_file import inspect_lora_files, lora_files
 from peftdoctor.inspect.model_folder import inspect_model_folder, is_model_folder
 from peftdoctor.inspect.pickle_scan import PickleUnreadable, is_safe, pickle_globals
 from peftdoctor.inspect.safetensors_header import read_header
@@ -133,6 +134,8 @@ def inspect_adapter(folder: Path, *, config: Config, base: str | None = None
     """The header-level findings of one adapter folder, and its parsed index (None if unusable)."""
     if is_model_folder(folder):
         return inspect_model_folder(folder, base), None
+    if lora_files(folder):  # a diffusers / kohya-style LoRA file, no adapter_config.json
+        return inspect_lora_files(folder), None
     try:
         adapter_config = load_adapter_config(folder)
     except ConfigUnreadable as exc:
