@@ -8,6 +8,7 @@ import sys
 import time
 
 from peftdoctor.inspect.base_checks import REGEX_BUDGET_STEPS, regex_matches_any, regex_steps, regex_unbounded
+from peftdoctor.inspect.pattern_keys import UNKNOWN, PatternKeys
 
 # A large base's module names: 80 layers of a llama-like model with 8 experts each.
 NAMES = sorted({f"model.layers.{layer}.{part}" for layer in range(80) for part in (
@@ -59,3 +60,15 @@ def test_hostile_patterns_the_shape_check_lets_through_are_refused_unrun():
             f"print([regex_matches_any(p, names) for p in {HOSTILE!r}])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[None, None, None]"
+
+
+def test_a_hostile_rank_pattern_key_is_unknown_and_never_tried():
+    """The same shapes as rank_pattern keys (peft tries each on every module name): refused, not run."""
+    code = ("from peftdoctor.inspect.pattern_keys import PatternKeys\n"
+            f"keys = PatternKeys(dict.fromkeys({HOSTILE!r}, 4), ['a' * 40 + 'b'])\n"
+            "print(keys.key_for('a' * 40 + 'b'), keys.unmatched())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "UNKNOWN []"
+    real = PatternKeys({r"layers\.\d+\.self_attn\.q_proj": 4, r"(q|v)_proj": 8}, ["model.layers.3.self_attn.q_proj"])
+    assert real.key_for("model.layers.3.self_attn.q_proj") == r"layers\.\d+\.self_attn\.q_proj"
+    assert PatternKeys({"(a|aa)" * 40: 4}, []).key_for("model.q_proj") is UNKNOWN
