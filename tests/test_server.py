@@ -382,6 +382,23 @@ async def test_notebook_cells_get_what_check_reports(notebook_client: LanguageCl
 
 
 @pytest.mark.asyncio
+async def test_notebook_facts_follow_imports_and_a_broken_cell_is_its_own(notebook_client: LanguageClient,
+                                                                          tmp_path: Path):
+    """The notebook's folder is its project: a helper module that wraps the model counts. A cell that does not
+    parse gets its PD000, and the other cells are still checked."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
+    (tmp_path / "helpers.py").write_text(HELPERS, encoding="utf-8")
+    cells = [("code", "!pip install peft\nfrom peft import PeftModel\nfrom helpers import wrap\n"),
+             ("code", "model = wrap(base)\n"),
+             ("code", "for x in (:\n"),
+             ("code", 'model = PeftModel.from_pretrained(model, "adapter")\n')]
+    uris, published = await _open_notebook(notebook_client, tmp_path / "explore.ipynb", cells)
+    assert [(d.code, d.range.start.line) for d in published[uris[2]]] == [("PD000", 0)]
+    assert [(d.code, d.range.start.line) for d in published[uris[3]]] == [("PD101", 0)]
+    assert published[uris[0]] == published[uris[1]] == []
+
+
+@pytest.mark.asyncio
 async def test_notebook_edits_recheck_and_close_clears(notebook_client: LanguageClient, project: Path):
     notebook = project / "train.ipynb"
     uris, published = await _open_notebook(notebook_client, notebook)
