@@ -203,18 +203,19 @@ async def publish_notebook(ls: PeftdoctorServer, uri: str) -> None:
         return  # an untitled notebook: nothing `check` would read
     version, path = notebook.version, Path(to_fs_path(uri))
     cell_uris = [cell.document for cell in notebook.cells]
-    read = notebook_of_cells([(_cell_kind(ls, cell), ls.workspace.get_text_document(cell.document).source)
-                              for cell in notebook.cells], str(path))
+    cells = [(_cell_kind(ls, cell), ls.workspace.get_text_document(cell.document).source) for cell in notebook.cells]
     others = _open_files(ls, uri)
 
     def check():
-        return findings_of(path, read, others, workspace_root(ls, path)) if _current_notebook(ls, uri, version) \
-            else None
+        if not _current_notebook(ls, uri, version):
+            return None
+        read = notebook_of_cells(cells, str(path))
+        return read, *findings_of(path, read, others, workspace_root(ls, path))
 
     outcome = await asyncio.get_running_loop().run_in_executor(ls.checker, check)
     if outcome is None or not _current_notebook(ls, uri, version):
         return  # a newer text is queued, or the notebook was closed
-    findings, error = outcome
+    read, findings, error = outcome
     if error is not None and error not in ls.shown_errors:
         ls.shown_errors.add(error)
         ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=error))

@@ -419,6 +419,11 @@ async def test_notebook_edits_recheck_and_close_clears(notebook_client: Language
     # the last cell deleted: its diagnostics are cleared too
     published = await change(_cell_splice(notebook, 5, 4, 1, closed=[uris[4]]))
     assert all(found == [] for found in published.values())
+    # saved: checked again, the same diagnostics
+    published = await _published(notebook_client, lambda: notebook_client.notebook_document_did_save(
+        types.DidSaveNotebookDocumentParams(notebook_document=types.NotebookDocumentIdentifier(
+            uri=notebook.as_uri()))), uris[:4])
+    assert all(found == [] for found in published.values())
     # a double wrap within cell 3, then the notebook closed: every cell is cleared
     twice = NOTEBOOK_CELLS[2][1] + 'model = PeftModel.from_pretrained(model, "adapter")\n'
     published = await change(_cell_edit(notebook, 6, uris[2], 2, NOTEBOOK_CELLS[2][1], twice), uris[:4])
