@@ -31,6 +31,7 @@ from transformers import (  # noqa: E402
 )
 from truth_helpers import lora, token_batch, trainable_names  # noqa: E402
 
+from peftdoctor.config import Config  # noqa: E402
 from peftdoctor.engine import check_source  # noqa: E402
 
 
@@ -82,14 +83,15 @@ def head_saved_trained_reloaded(cls, task, folder) -> tuple[bool, bool, bool]:
     return trained, saved, torch.allclose(head_output(model, ids), head_output(reloaded, ids), atol=1e-5)
 
 
-def pd301_messages(model_class: str, task: str | None) -> list[str]:
-    """PD301's messages on the snippet that wraps `model_class` with that task_type."""
+def pd301_messages(model_class: str, task: str | None, transformers: str | None = None) -> list[str]:
+    """PD301's messages on the snippet that wraps `model_class` with that task_type (on that transformers)."""
     keyword = f", task_type={task!r}" if task else ""
     source = ("from peft import LoraConfig, get_peft_model\n"
               f"from transformers import {model_class}\n"
               f"model = {model_class}.from_pretrained('base', num_labels=3)\n"
               f"model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj']{keyword}))\n")
-    return [f.message for f in check_source(source, "train.py").findings if f.code == "PD301"]
+    config = Config(versions={"transformers": transformers} if transformers else {})
+    return [f.message for f in check_source(source, "train.py", config).findings if f.code == "PD301"]
 
 
 @pytest.mark.parametrize("task", ["CAUSAL_LM", "SEQ_2_SEQ_LM"])
@@ -109,6 +111,9 @@ def test_pd301_generation_task_type_raises_at_get_peft_model(cls, matching, task
 def test_pd301_says_attribute_error_for_a_generation_task_type():
     (message,) = pd301_messages("AutoModelForSequenceClassification", "CAUSAL_LM")
     assert "raise AttributeError" in message and "prepare_inputs_for_generation" in message
+    # before transformers 4.52 every PreTrainedModel had generate(): peft wraps it and the head stays frozen
+    (older,) = pd301_messages("AutoModelForSequenceClassification", "CAUSAL_LM", transformers="4.51.3")
+    assert "AttributeError" not in older and "stays frozen at its random init and is not saved" in older
 
 
 @pytest.mark.parametrize("cls, task", [(LlamaForSequenceClassification, None),
