@@ -11,7 +11,7 @@ import libcst as cst
 from peftdoctor import regular_file
 from peftdoctor.config import Config
 from peftdoctor.finding import CheckResult, Finding, Severity
-from peftdoctor.notebook import NotebookError, in_cells, is_notebook, read_notebook, script_of
+from peftdoctor.notebook import Notebook, NotebookError, in_cells, is_notebook, read_notebook, script_of
 from peftdoctor.project_root import project_root_of
 from peftdoctor.registry import Rule, rules_of_kind
 from peftdoctor.run_record import note
@@ -263,6 +263,11 @@ def _check_notebook(path: Path, data: bytes, config: Config | None, report_unuse
         return result
     result = check_source(notebook.script, display, config, report_unused_noqa,
                           (project, path) if project is not None else None)
+    return _located_in_cells(result, notebook, config, display)
+
+
+def _located_in_cells(result: CheckResult, notebook: Notebook, config: Config, display: str) -> CheckResult:
+    """A notebook script's result with the broken cells' PD000 added and every finding located in its cell."""
     if config.is_enabled("PD000", display):
         suppressions = parse_suppressions(notebook.script)
         result.findings.extend(config.apply_severity(f) for f in notebook.broken
@@ -342,6 +347,14 @@ def check_buffer(path: Path, text: str, config: Config, buffers: dict[Path, str]
         return check_source(text, str(path), config, project_file=(project, path))
     finally:
         project.close()
+
+
+def check_notebook_buffer(path: Path, notebook: Notebook, config: Config, buffers: dict[Path, str] | None = None,
+                          root: Path | None = None) -> CheckResult:
+    """An editor's unsaved notebook (notebook.notebook_of_cells), checked as check_buffer checks a file and as
+    `check` checks a .ipynb: its script in its project, findings located in their cell."""
+    result = check_buffer(path, notebook.script, config, buffers, root)
+    return _located_in_cells(result, notebook, config, str(path))
 
 
 def check_paths(paths, config: Config | None = None, report_unused_noqa: bool = False,

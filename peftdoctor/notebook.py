@@ -184,6 +184,13 @@ def _leave_out_broken_cells(notebook: Notebook, path: str) -> None:
                               for line in split_lines(cell.masked))
 
 
+def notebook_of_cells(cells: list[tuple[str, str]], path: str = "<notebook>") -> Notebook:
+    """An editor's unsaved notebook, given as (cell type, text) of each cell in order ("code" for a Python cell),
+    read as a file's cells are read: the same script, masking, broken cells and cell numbers."""
+    data = {"cells": [{"cell_type": kind, "source": text} for kind, text in cells], "metadata": {}}
+    return read_notebook(json.dumps(data).encode("utf-8"), path)
+
+
 def script_of(data: bytes) -> str:
     """The notebook's script, or "" when it cannot be read (which its own check reports)."""
     try:

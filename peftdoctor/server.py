@@ -3,6 +3,8 @@
 A Python file open in the editor is checked on open, on every change and on save, as part of its
 project (the workspace folder) the way `peftdoctor check` reads a project, with the editor's unsaved
 text (and that of the other open files) standing in for the disk: same engine, same nearest config.
+A Jupyter notebook, when the client syncs notebooks (LSP 3.17 notebook documents), is checked as `check`
+reads a .ipynb (its code cells as one script, IPython lines masked) and each cell gets its own diagnostics.
 Findings become diagnostics; the safe fixes of `check --fix` become code actions; hovering a
 diagnostic shows its rule's doc. Needs pygls (`pip install "peftdoctor[lsp]"`), imported only here.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import libcst as cst
@@ -22,9 +25,10 @@ from pygls.workspace import TextDocument
 
 from peftdoctor import __version__
 from peftdoctor.config import ConfigError, nearest_config
-from peftdoctor.engine import PathError, check_buffer
+from peftdoctor.engine import PathError, check_buffer, check_notebook_buffer
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.fix import FixError, apply_edits
+from peftdoctor.notebook import CodeCell, Notebook, fixed_cell_source, mask_cell, notebook_of_cells
 from peftdoctor.registry import doc_path, get_rule
 
 SOURCE = "peftdoctor"
@@ -34,6 +38,11 @@ SEVERITIES = {
     Severity.WARNING: types.DiagnosticSeverity.Warning,
     Severity.INFO: types.DiagnosticSeverity.Information,
 }
+# Jupyter notebooks, their Python cells and their markdown ones (synced too, so that cells are numbered as
+# Jupyter numbers them in the messages that name another cell).
+NOTEBOOK_SYNC = types.NotebookDocumentSyncOptions(notebook_selector=[types.NotebookDocumentFilterWithNotebook(
+    notebook="jupyter-notebook", cells=[types.NotebookCellLanguage(language="python"),
+                                        types.NotebookCellLanguage(language="markdown")])], save=True)
 # Lines as LSP counts them (and Python's tokenizer): ended by \r\n, \n or \r.
 LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
@@ -42,11 +51,12 @@ class PeftdoctorServer(LanguageServer):
     """A pygls server that checks on one worker thread and remembers each open file's findings."""
 
     def __init__(self):
-        super().__init__(SOURCE, __version__)
+        super().__init__(SOURCE, __version__, notebook_document_sync=NOTEBOOK_SYNC)
         # One check at a time, in order, off the event loop: typing queues checks, and a check whose
         # text is no longer the editor's is skipped (see publish), so a burst of changes costs one check.
         self.checker = ThreadPoolExecutor(max_workers=1)
-        self.findings: dict[str, list[Finding]] = {}
+        self.findings: dict[str, list[Finding]] = {}  # by file or notebook cell URI
+        self.cells_shown: dict[str, set[str]] = {}  # notebook URI -> its cells that were given diagnostics
         self.shown_errors: set[str] = set()
 
 
@@ -94,9 +104,10 @@ def diagnostic(document: TextDocument, lines: list[str], finding: Finding) -> ty
     )
 
 
-def findings_of(path: Path, text: str, others: dict[Path, str],
+def findings_of(path: Path, text: str | Notebook, others: dict[Path, str],
                 root: Path | None) -> tuple[list[Finding], str | None]:
-    """The findings `check root` would report for this file were its unsaved text on disk, or a config error."""
+    """The findings `check root` would report for this file (or notebook) were its unsaved text on disk, or a
+    config error."""
     try:
         config = nearest_config(path)
     except ConfigError as exc:
@@ -104,6 +115,8 @@ def findings_of(path: Path, text: str, others: dict[Path, str],
     if config.is_excluded(path):
         return [], None
     try:
+        if isinstance(text, Notebook):
+            return check_notebook_buffer(path, text, config, others, root).findings, None
         return check_buffer(path, text, config, others, root).findings, None
     except PathError as exc:  # a project folder that cannot be read
         return [], f"peftdoctor: error: {exc}"
@@ -122,14 +135,23 @@ def _current(ls: PeftdoctorServer, uri: str, version) -> bool:
     return uri in ls.workspace.text_documents and ls.workspace.get_text_document(uri).version == version
 
 
+def _is_cell(ls: PeftdoctorServer, uri: str) -> bool:
+    return ls.workspace.get_notebook_document(cell_uri=uri) is not None
+
+
+def _open_files(ls: PeftdoctorServer, but: str) -> dict[Path, str]:
+    """The unsaved text of the open files other than `but` (notebook cells are no file a module imports)."""
+    return {Path(other.path).resolve(): other.source for key, other in ls.workspace.text_documents.items()
+            if key != but and key.startswith("file:") and not _is_cell(ls, key)}
+
+
 async def publish(ls: PeftdoctorServer, uri: str) -> None:
     """Check the file as the editor has it now and publish the diagnostics, unless it changed meanwhile."""
     document = ls.workspace.get_text_document(uri)
-    if not uri.startswith("file:") or not document.path.endswith(".py"):
-        return  # an untitled buffer or a notebook: nothing `check` would read
+    if not uri.startswith("file:") or not document.path.endswith(".py") or _is_cell(ls, uri):
+        return  # an untitled buffer or a notebook's cell: nothing `check` would read as a file
     version, text = document.version, document.source
-    others = {Path(other.path).resolve(): other.source for key, other in ls.workspace.text_documents.items()
-              if key != uri and key.startswith("file:")}
+    others = _open_files(ls, uri)
 
     def check():
         path = Path(document.path)
@@ -148,6 +170,78 @@ async def publish(ls: PeftdoctorServer, uri: str) -> None:
         uri=uri, version=version, diagnostics=[diagnostic(document, lines, f) for f in findings]))
 
 
+def _current_notebook(ls: PeftdoctorServer, uri: str, version: int) -> bool:
+    notebook = ls.workspace.get_notebook_document(notebook_uri=uri)
+    return notebook is not None and notebook.version == version
+
+
+def _cell_kind(ls: PeftdoctorServer, cell: types.NotebookCell) -> str:
+    """"code" for a Python cell; any other (markdown, another language) is skipped as a markdown cell is."""
+    document = ls.workspace.get_text_document(cell.document)
+    return "code" if cell.kind == types.NotebookCellKind.Code and document.language_id == "python" else "markdown"
+
+
+def _in_own_cell(notebook: Notebook, finding: Finding) -> Finding:
+    """A located finding whose safe fix (script lines) is made one on its cell's lines, or dropped when it would
+    edit another cell."""
+    fix = finding.extra.get("fix")
+    if not fix:
+        return finding
+    where = notebook.locate(int(fix["line"]))
+    extra = {key: value for key, value in finding.extra.items() if key != "fix"}
+    if where is not None and where[0] == finding.cell:
+        extra["fix"] = {**fix, "line": where[1]}
+    return replace(finding, extra=extra)
+
+
+async def publish_notebook(ls: PeftdoctorServer, uri: str) -> None:
+    """Check the notebook as the editor has it now, as `check` checks a .ipynb, and publish each cell's
+    diagnostics at lines of that cell (an empty list where a cell's findings went away), unless it changed
+    meanwhile."""
+    notebook = ls.workspace.get_notebook_document(notebook_uri=uri)
+    if notebook is None or not uri.startswith("file:"):
+        return  # an untitled notebook: nothing `check` would read
+    version, path = notebook.version, Path(to_fs_path(uri))
+    cell_uris = [cell.document for cell in notebook.cells]
+    cells = [(_cell_kind(ls, cell), ls.workspace.get_text_document(cell.document).source) for cell in notebook.cells]
+    others = _open_files(ls, uri)
+
+    def check():
+        if not _current_notebook(ls, uri, version):
+            return None
+        read = notebook_of_cells(cells, str(path))
+        return read, *findings_of(path, read, others, workspace_root(ls, path))
+
+    outcome = await asyncio.get_running_loop().run_in_executor(ls.checker, check)
+    if outcome is None or not _current_notebook(ls, uri, version):
+        return  # a newer text is queued, or the notebook was closed
+    read, findings, error = outcome
+    if error is not None and error not in ls.shown_errors:
+        ls.shown_errors.add(error)
+        ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=error))
+    by_cell: dict[str, list[Finding]] = {cell_uri: [] for cell_uri in cell_uris}
+    first_code = read.cells[0].number if read.cells else None
+    for finding in findings:
+        number = finding.cell or first_code  # a finding on no line (the whole notebook): its first code cell
+        if number is not None:
+            by_cell[cell_uris[number - 1]].append(_in_own_cell(read, finding))
+    for cell_uri in ls.cells_shown.get(uri, set()) - set(cell_uris):  # cells deleted since
+        _clear(ls, cell_uri)
+    ls.cells_shown[uri] = set(cell_uris)
+    for cell_uri, cell_findings in by_cell.items():
+        document = ls.workspace.get_text_document(cell_uri)
+        ls.findings[cell_uri] = cell_findings
+        lines = _lines(document.source)
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=cell_uri, version=document.version,
+                                                                            diagnostics=[diagnostic(document, lines, f)
+                                                                                         for f in cell_findings]))
+
+
+def _clear(ls: PeftdoctorServer, uri: str) -> None:
+    ls.findings.pop(uri, None)
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 async def did_open(ls: PeftdoctorServer, params: types.DidOpenTextDocumentParams) -> None:
     await publish(ls, params.text_document.uri)
@@ -160,15 +254,41 @@ async def did_change(ls: PeftdoctorServer, params: types.DidChangeTextDocumentPa
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
 async def did_save(ls: PeftdoctorServer, params: types.DidSaveTextDocumentParams) -> None:
-    """A saved file can change what the other open files see (a helper module, a pyproject.toml): all are checked."""
+    """A saved file can change what the other open files see (a helper module, a pyproject.toml): all are checked,
+    notebooks too."""
     saved = params.text_document.uri
-    await asyncio.gather(*(publish(ls, uri) for uri in [saved, *(u for u in ls.workspace.text_documents if u != saved)]))
+    files = [saved, *(uri for uri in ls.workspace.text_documents if uri != saved)]
+    await asyncio.gather(*(publish(ls, uri) for uri in files),
+                         *(publish_notebook(ls, uri) for uri in list(ls.workspace.notebook_documents)))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: PeftdoctorServer, params: types.DidCloseTextDocumentParams) -> None:
-    ls.findings.pop(params.text_document.uri, None)
-    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+    _clear(ls, params.text_document.uri)
+
+
+@server.feature(types.NOTEBOOK_DOCUMENT_DID_OPEN)
+async def notebook_did_open(ls: PeftdoctorServer, params: types.DidOpenNotebookDocumentParams) -> None:
+    await publish_notebook(ls, params.notebook_document.uri)
+
+
+@server.feature(types.NOTEBOOK_DOCUMENT_DID_CHANGE)
+async def notebook_did_change(ls: PeftdoctorServer, params: types.DidChangeNotebookDocumentParams) -> None:
+    """Cells edited, added, removed or moved: the notebook is checked again (a moved cell changes the flow)."""
+    await publish_notebook(ls, params.notebook_document.uri)
+
+
+@server.feature(types.NOTEBOOK_DOCUMENT_DID_SAVE)
+async def notebook_did_save(ls: PeftdoctorServer, params: types.DidSaveNotebookDocumentParams) -> None:
+    await publish_notebook(ls, params.notebook_document.uri)
+
+
+@server.feature(types.NOTEBOOK_DOCUMENT_DID_CLOSE)
+def notebook_did_close(ls: PeftdoctorServer, params: types.DidCloseNotebookDocumentParams) -> None:
+    """Every cell's diagnostics cleared (and those of any cell the last check published to)."""
+    shown = ls.cells_shown.pop(params.notebook_document.uri, set())
+    for cell_uri in dict.fromkeys([*(cell.uri for cell in params.cell_text_documents), *sorted(shown)]):
+        _clear(ls, cell_uri)
 
 
 def _text_edit(document: TextDocument, new: str) -> types.TextEdit:
@@ -190,10 +310,21 @@ def _text_edit(document: TextDocument, new: str) -> types.TextEdit:
                           new_text="".join(new_lines[same_start:len(new_lines) - same_end]))
 
 
-def _fix_action(document: TextDocument, title: str, kind: str, edits: list[dict],
+def _fixed(ls: PeftdoctorServer, document: TextDocument, edits: list[dict]) -> str:
+    """The document's text with the edits applied; a notebook cell's to its masked text (what the findings
+    were read from), its IPython lines then put back, as `check --fix` edits a cell."""
+    if not _is_cell(ls, document.uri):
+        return apply_edits(document.source, edits)
+    masked, placeholders = mask_cell(document.source)
+    cell = CodeCell(index=0, number=1, first_line=1, source=document.source, masked=masked,
+                    placeholders=placeholders)
+    return fixed_cell_source(cell, apply_edits(masked, edits))
+
+
+def _fix_action(ls: PeftdoctorServer, document: TextDocument, title: str, kind: str, edits: list[dict],
                 diagnostics: list[types.Diagnostic]) -> types.CodeAction | None:
     try:
-        new = apply_edits(document.source, edits)
+        new = _fixed(ls, document, edits)
     except (FixError, cst.ParserSyntaxError):  # a buffer that no longer parses: no action
         return None
     if new == document.source:
@@ -220,10 +351,10 @@ def code_action(ls: PeftdoctorServer, params: types.CodeActionParams) -> list[ty
         for item in params.context.diagnostics:
             if item.source == SOURCE and isinstance(item.data, dict):
                 title = f"peftdoctor: set {item.data.get('keyword')}={item.data.get('value')} ({item.code})"
-                actions.append(_fix_action(document, title, types.CodeActionKind.QuickFix, [item.data], [item]))
+                actions.append(_fix_action(ls, document, title, types.CodeActionKind.QuickFix, [item.data], [item]))
     fixes = _fixes_of(ls, document.uri)
     if fixes and (not wanted or any(FIX_ALL.startswith(kind) for kind in wanted)):
-        actions.append(_fix_action(document, "peftdoctor: apply every safe fix", FIX_ALL, fixes, []))
+        actions.append(_fix_action(ls, document, "peftdoctor: apply every safe fix", FIX_ALL, fixes, []))
     return [action for action in actions if action is not None]
 
 

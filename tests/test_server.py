@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -260,3 +261,197 @@ def test_check_never_imports_pygls(project: Path):
     done = subprocess.run([sys.executable, "-c", code], cwd=project, check=False, capture_output=True, text=True,
                           timeout=300)
     assert done.stdout.strip().endswith("[]")
+
+
+# ------------------------------------------------------------------------------------------------- notebooks
+
+NOTEBOOK_CELLS = [  # (kind, text): a magic line, a markdown cell, a double wrap across cells 3 and 4
+    ("code", ("%pip install peft\nfrom peft import LoraConfig, PeftModel, get_peft_model\n"
+              "from transformers import AutoModelForCausalLM, Trainer, TrainingArguments\n")),
+    ("markdown", "# Train"),
+    ("code", ('model = AutoModelForCausalLM.from_pretrained("base")\n'
+              'model = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj"], task_type="CAUSAL_LM"))\n')),
+    ("code", 'model = PeftModel.from_pretrained(model, "adapter")'),
+    ("code", ('!nvidia-smi\n'
+              'resumed = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("base"), "adapter")\n'
+              'Trainer(model=resumed, args=TrainingArguments("out")).train()')),
+]
+
+
+def _notebook_capabilities() -> types.ClientCapabilities:
+    """VS Code's capabilities with notebook sync, which VS Code declares since 1.74 (pytest-lsp's copy is older)."""
+    capabilities = client_capabilities("visual-studio-code")
+    capabilities.notebook_document = types.NotebookDocumentClientCapabilities(
+        synchronization=types.NotebookDocumentSyncClientCapabilities())
+    return capabilities
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "peftdoctor", "server"]))
+async def notebook_client(lsp_client: LanguageClient):
+    result = await lsp_client.initialize_session(types.InitializeParams(capabilities=_notebook_capabilities()))
+    lsp_client.server_capabilities = result.capabilities
+    yield
+    await lsp_client.shutdown_session()
+
+
+def _write_notebook(path: Path, cells: list[tuple[str, str]]) -> None:
+    """The cells as Jupyter saves them, for the CLI to check the same notebook the editor has open."""
+    extra = {"code": {"outputs": [], "execution_count": None}, "markdown": {}}
+    path.write_text(json.dumps({"cells": [{"cell_type": kind, "metadata": {}, "source": text, **extra[kind]}
+                                          for kind, text in cells],
+                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, indent=1), encoding="utf-8")
+
+
+def _cell_uri(notebook: Path, number: int) -> str:
+    """A cell URI as VS Code makes them: its own scheme, the notebook's path, a quoted fragment."""
+    return f"vscode-notebook-cell:{notebook}#W{number}sZmlsZQ%3D%3D"
+
+
+async def _published(client: LanguageClient, send, uris: list[str]) -> dict[str, list[types.Diagnostic]]:
+    """Send one notification and wait until the server has published for each of `uris`."""
+    for uri in uris:
+        client.diagnostics.pop(uri, None)
+    send()
+    async with asyncio.timeout(120):
+        while any(uri not in client.diagnostics for uri in uris):
+            await asyncio.sleep(0.05)
+    return {uri: list(client.diagnostics[uri]) for uri in uris}
+
+
+async def _open_notebook(client: LanguageClient, path: Path, cells=NOTEBOOK_CELLS):
+    uris = [_cell_uri(path, number) for number in range(1, len(cells) + 1)]
+    kinds = {"code": types.NotebookCellKind.Code, "markdown": types.NotebookCellKind.Markup}
+    params = types.DidOpenNotebookDocumentParams(
+        notebook_document=types.NotebookDocument(
+            uri=path.as_uri(), notebook_type="jupyter-notebook", version=1,
+            cells=[types.NotebookCell(kind=kinds[kind], document=uri) for (kind, _), uri in zip(cells, uris)]),
+        cell_text_documents=[types.TextDocumentItem(uri=uri, language_id="python" if kind == "code" else "markdown",
+                                                    version=1, text=text) for (kind, text), uri in zip(cells, uris)])
+    return uris, await _published(client, lambda: client.notebook_document_did_open(params), uris)
+
+
+def _cell_edit(notebook: Path, version: int, cell_uri: str, cell_version: int, old: str, new: str):
+    """A notebook change: one cell's text `old` replaced by `new`, sent as a range edit (as VS Code sends cells)."""
+    lines = old.split("\n")
+    whole = types.Range(start=types.Position(line=0, character=0),
+                        end=types.Position(line=len(lines) - 1, character=len(lines[-1])))
+    return types.DidChangeNotebookDocumentParams(
+        notebook_document=types.VersionedNotebookDocumentIdentifier(uri=notebook.as_uri(), version=version),
+        change=types.NotebookDocumentChangeEvent(cells=types.NotebookDocumentCellChanges(text_content=[
+            types.NotebookDocumentCellContentChanges(
+                document=types.VersionedTextDocumentIdentifier(uri=cell_uri, version=cell_version),
+                changes=[types.TextDocumentContentChangePartial(range=whole, text=new)])])))
+
+
+def _cell_splice(notebook: Path, version: int, start: int, delete_count: int, cells=(), closed=()):
+    """A notebook change: `delete_count` cells from `start` replaced by the code cells `cells` (URIs already open:
+    a move), the cells `closed` deleted."""
+    array = types.NotebookCellArrayChange(start=start, delete_count=delete_count, cells=[
+        types.NotebookCell(kind=types.NotebookCellKind.Code, document=uri) for uri in cells])
+    return types.DidChangeNotebookDocumentParams(
+        notebook_document=types.VersionedNotebookDocumentIdentifier(uri=notebook.as_uri(), version=version),
+        change=types.NotebookDocumentChangeEvent(cells=types.NotebookDocumentCellChanges(
+            structure=types.NotebookDocumentCellChangeStructure(
+                array=array, did_close=[types.TextDocumentIdentifier(uri=uri) for uri in closed]))))
+
+
+def _spans(diagnostics: list[types.Diagnostic]) -> list[tuple]:
+    return [(d.code, d.range.start.line + 1, d.range.start.character + 1, d.range.end.line + 1,
+             d.range.end.character + 1) for d in diagnostics]
+
+
+@pytest.mark.asyncio
+async def test_notebook_cells_get_what_check_reports(notebook_client: LanguageClient, project: Path):
+    sync = notebook_client.server_capabilities.notebook_document_sync
+    assert sync.save and sync.notebook_selector[0].notebook == "jupyter-notebook"
+    notebook = project / "train.ipynb"
+    _write_notebook(notebook, NOTEBOOK_CELLS)
+    uris, published = await _open_notebook(notebook_client, notebook)
+    cli = json.loads(_cli_check("--format", "json", "train.ipynb", cwd=project).stdout)["findings"]
+    expected = {uri: [] for uri in uris}
+    for f in cli:
+        expected[uris[f["cell"] - 1]].append((f["code"], f["line"], f["column"], f["end_line"], f["end_column"]))
+    assert {uri: _spans(found) for uri, found in published.items()} == expected
+    # the double wrap is flagged where the second wrap is: cell 4, line 1; the magic of cell 1 is no syntax error
+    assert [code for code, *_ in expected[uris[3]]] == ["PD101"] and expected[uris[3]][0][1] == 1
+    assert [code for code, *_ in expected[uris[4]]] == ["PD103"] and expected[uris[4]][0][1] == 2
+    assert "cell 3, line 2" in published[uris[3]][0].message
+    hover = await notebook_client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uris[3]), position=published[uris[3]][0].range.start))
+    assert hover.contents.value == (REPO / "rules" / "PD101.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.asyncio
+async def test_notebook_facts_follow_imports_and_a_broken_cell_is_its_own(notebook_client: LanguageClient,
+                                                                          tmp_path: Path):
+    """The notebook's folder is its project: a helper module that wraps the model counts. A cell that does not
+    parse gets its PD000, and the other cells are still checked."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
+    (tmp_path / "helpers.py").write_text(HELPERS, encoding="utf-8")
+    cells = [("code", "!pip install peft\nfrom peft import PeftModel\nfrom helpers import wrap\n"),
+             ("code", "model = wrap(base)\n"),
+             ("code", "for x in (:\n"),
+             ("code", 'model = PeftModel.from_pretrained(model, "adapter")\n')]
+    uris, published = await _open_notebook(notebook_client, tmp_path / "explore.ipynb", cells)
+    assert [(d.code, d.range.start.line) for d in published[uris[2]]] == [("PD000", 0)]
+    assert [(d.code, d.range.start.line) for d in published[uris[3]]] == [("PD101", 0)]
+    assert published[uris[0]] == published[uris[1]] == []
+
+
+@pytest.mark.asyncio
+async def test_notebook_edits_recheck_and_close_clears(notebook_client: LanguageClient, project: Path):
+    notebook = project / "train.ipynb"
+    uris, published = await _open_notebook(notebook_client, notebook)
+    assert [d.code for d in published[uris[3]]] == ["PD101"]
+
+    def change(params, cells=uris):
+        return _published(notebook_client, lambda: notebook_client.notebook_document_did_change(params), cells)
+
+    # cell 4 edited to load the adapter into the PeftModel: its diagnostic goes, cell 5's stays
+    loaded = 'model.load_adapter("adapter", adapter_name="b")'
+    published = await change(_cell_edit(notebook, 2, uris[3], 2, NOTEBOOK_CELLS[3][1], loaded))
+    assert published[uris[3]] == [] and [d.code for d in published[uris[4]]] == ["PD103"]
+    published = await change(_cell_edit(notebook, 3, uris[3], 3, loaded, NOTEBOOK_CELLS[3][1]))
+    assert [d.code for d in published[uris[3]]] == ["PD101"]
+    # cell 4 moved above cell 3: the adapter is loaded before the wrap, onto no PeftModel
+    published = await change(_cell_splice(notebook, 4, 2, 2, cells=[uris[3], uris[2]]))
+    assert published[uris[3]] == [] and [d.code for d in published[uris[4]]] == ["PD103"]
+    # the last cell deleted: its diagnostics are cleared too
+    published = await change(_cell_splice(notebook, 5, 4, 1, closed=[uris[4]]))
+    assert all(found == [] for found in published.values())
+    # saved: checked again, the same diagnostics
+    published = await _published(notebook_client, lambda: notebook_client.notebook_document_did_save(
+        types.DidSaveNotebookDocumentParams(notebook_document=types.NotebookDocumentIdentifier(
+            uri=notebook.as_uri()))), uris[:4])
+    assert all(found == [] for found in published.values())
+    # a double wrap within cell 3, then the notebook closed: every cell is cleared
+    twice = NOTEBOOK_CELLS[2][1] + 'model = PeftModel.from_pretrained(model, "adapter")\n'
+    published = await change(_cell_edit(notebook, 6, uris[2], 2, NOTEBOOK_CELLS[2][1], twice), uris[:4])
+    assert [(d.code, d.range.start.line) for d in published[uris[2]]] == [("PD101", 2)]
+    cleared = await _published(notebook_client, lambda: notebook_client.notebook_document_did_close(
+        types.DidCloseNotebookDocumentParams(
+            notebook_document=types.NotebookDocumentIdentifier(uri=notebook.as_uri()),
+            cell_text_documents=[types.TextDocumentIdentifier(uri=uri) for uri in uris[:4]])), uris[:4])
+    assert all(found == [] for found in cleared.values())
+
+
+@pytest.mark.asyncio
+async def test_notebook_quick_fix_edits_the_cell(notebook_client: LanguageClient, project: Path):
+    """The fix of a cell targets the cell's URI at its own lines and leaves its shell line alone; the result is
+    the cell `check --fix` writes."""
+    notebook = project / "train.ipynb"
+    _write_notebook(notebook, NOTEBOOK_CELLS)
+    uris, published = await _open_notebook(notebook_client, notebook)
+    (pd103,) = published[uris[4]]
+    actions = await notebook_client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uris[4]), range=pd103.range,
+        context=types.CodeActionContext(diagnostics=[pd103], only=[types.CodeActionKind.QuickFix])))
+    (action,) = actions
+    (change,) = action.edit.document_changes
+    (edit,) = change.edits
+    assert change.text_document.uri == uris[4] and edit.range.start.line == 1
+    _cli_check("--fix", "train.ipynb", cwd=project)
+    on_disk = json.loads(notebook.read_text(encoding="utf-8"))["cells"][4]["source"]
+    assert "is_trainable=True" in "".join(on_disk)
+    assert _apply(NOTEBOOK_CELLS[4][1], edit) == "".join(on_disk)
+    assert _apply(NOTEBOOK_CELLS[4][1], edit).startswith("!nvidia-smi\n")

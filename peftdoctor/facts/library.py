@@ -52,6 +52,15 @@ HEAD_TASKS = {
     "ForMultipleChoice": None,
 }
 HEAD_TASK_TYPES = {"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"}
+# The head modules the task_type's PeftModel adds to modules_to_save, so trains and saves (peft_model.py,
+# PeftModelForSequenceClassification / ...ForTokenClassification / ...ForQuestionAnswering, peft 0.21.2).
+HEAD_MODULES_OF_TASK_TYPE = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score"),
+                             "QUESTION_ANS": ("qa_outputs",)}
+# Task types whose PeftModel reads the model's prepare_inputs_for_generation in __init__ (PeftModelForCausalLM,
+# PeftModelForSeq2SeqLM): a model class without generate makes get_peft_model raise AttributeError. Every model
+# had it until PreTrainedModel stopped inheriting GenerationMixin in transformers 4.52.
+GENERATION_TASK_TYPES = {"CAUSAL_LM", "SEQ_2_SEQ_LM"}
+PRETRAINED_MODEL_WITHOUT_GENERATE = (4, 52)
 # A model class of the project whose __init__ makes a new nn.Linear named like one of these (or the
 # class is) has a fresh task head: a reward model's `score`, a critic's `value_head`, a `classifier`.
 HEAD_WORDS = ("score", "classifier", "value_head", "v_head", "reward", "critic", "cls_head")

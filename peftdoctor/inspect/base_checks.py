@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +31,9 @@ TIED_OUTPUTS = ("lm_head",)
 MAX_PATTERN_CHARS = 1000
 MAX_NAME_CHARS = 256
 MAX_UNBOUNDED_REPEATS = 2
-REGEX_BUDGET_S = 0.25
+# Most backtracking steps (regex_steps, summed over the names tried) one target_modules regex may cost: about
+# 0.1 s of CPython's engine, counted, not timed, so the answer never depends on the machine's load.
+REGEX_BUDGET_STEPS = 10**8
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,19 @@ def _strings(value) -> list[str]:
     return []
 
 
-def regex_unbounded(pattern: str, max_unbounded: int = MAX_UNBOUNDED_REPEATS) -> str:
-    """Why matching `pattern` could take unbounded time ('' when its cost is bounded)."""
-    if len(pattern) > MAX_PATTERN_CHARS:
-        return f"longer than {MAX_PATTERN_CHARS} characters"
+def _sre_parse():
     try:
         import re._parser as sre_parse  # Python >= 3.11
     except ImportError:  # pragma: no cover - older Pythons
         import sre_parse  # type: ignore[no-redef]
+    return sre_parse
+
+
+def regex_unbounded(pattern: str, max_unbounded: int = MAX_UNBOUNDED_REPEATS) -> str:
+    """Why matching `pattern` could take unbounded time ('' when its cost is bounded)."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        return f"longer than {MAX_PATTERN_CHARS} characters"
+    sre_parse = _sre_parse()
     try:
         parsed = sre_parse.parse(pattern)
     except (re.error, RecursionError, OverflowError):
@@ -172,22 +178,67 @@ def regex_unbounded(pattern: str, max_unbounded: int = MAX_UNBOUNDED_REPEATS) ->
     return why
 
 
+def regex_steps(pattern: str, length: int, cap: int = REGEX_BUDGET_STEPS) -> int:
+    """A bound on the backtracking steps of fullmatch(pattern) on a name of `length` characters (more than `cap`
+    reads as cap + 1): the ways the engine can try to match (each choice of a repetition's count or a branch,
+    multiplied along the pattern) times the pattern's length. Counted on the parsed pattern, never run."""
+    sre_parse = _sre_parse()
+    constants = sre_parse
+    repeats = {constants.MAX_REPEAT, constants.MIN_REPEAT, getattr(constants, "POSSESSIVE_REPEAT", None)}
+    over = cap + 1
+
+    def ways(items) -> int:
+        total = 1
+        for op, arg in items:
+            if op in repeats:
+                low, high, sub = arg
+                one = ways(sub)
+                term, count = 1, 0
+                for times in range(min(high, length + 1) + 1):  # each try consumes a character or stops
+                    if times >= low:
+                        count = min(count + term, over)
+                    term = min(term * one, over)
+                total *= count
+            elif op == constants.SUBPATTERN:
+                total *= ways(arg[-1])
+            elif op == constants.BRANCH:
+                total *= min(sum(ways(branch) for branch in arg[1]), over)
+            elif op in (constants.ASSERT, constants.ASSERT_NOT):
+                total *= ways(arg[1])
+            elif op == getattr(constants, "ATOMIC_GROUP", None):
+                total *= ways(arg)
+            elif op in (constants.GROUPREF, constants.GROUPREF_EXISTS):
+                return over  # a back-reference: no bound from the pattern's shape
+            total = min(total, over)
+        return total
+
+    try:
+        parsed = sre_parse.parse(pattern)
+        return min(ways(parsed) * (len(pattern) + 1), over)
+    except (re.error, RecursionError, OverflowError):
+        return over
+
+
 def regex_matches_any(pattern: str, names) -> bool | None:
-    """Whether `pattern` full-matches one of `names` (as peft does); None when that cannot be told safely."""
+    """Whether `pattern` full-matches one of `names` (as peft does); None when that cannot be told within
+    REGEX_BUDGET_STEPS: the same answer for the same pattern and names, whatever the machine's load."""
     if regex_unbounded(pattern):
         return None
     try:
         compiled = re.compile(pattern)
     except (re.error, RecursionError, OverflowError):
         return None
-    deadline = time.monotonic() + REGEX_BUDGET_S
+    steps, by_length = 0, {}
     for name in sorted(names, key=len):
         if len(name) > MAX_NAME_CHARS:
             break
+        if len(name) not in by_length:
+            by_length[len(name)] = regex_steps(pattern, len(name))
+        steps += by_length[len(name)]
+        if steps > REGEX_BUDGET_STEPS:  # counted before the match is run: a costly one never runs
+            return None
         if compiled.fullmatch(name):
             return True
-        if time.monotonic() > deadline:
-            return None
     return False
 
 

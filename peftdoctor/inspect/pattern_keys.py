@@ -6,7 +6,7 @@ downloaded adapter_config.json, so trying every key as a regex on every
 module is both quadratic (7,143 keys x 100,000 tensors) and open to ReDoS.
 Here a plain key (a dotted module path) is a dictionary lookup of the
 module's dotted suffixes; only the other keys are regexes, each checked by
-regex_unbounded first, and their total number of tries is capped. Where a
+regex_unbounded and regex_steps first, and their total number of tries is capped. Where a
 key cannot be tried within these bounds the answer is UNKNOWN, never a guess,
 and never dependent on the machine's speed.
 """
@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import re
 
-from peftdoctor.inspect.base_checks import MAX_NAME_CHARS, regex_unbounded
+from peftdoctor.inspect.base_checks import MAX_NAME_CHARS, regex_steps, regex_unbounded
 
 # A key made of module-path characters only. Its dots are read as literal dots: peft's regex also lets a dot
 # match any other character, which a key naming a dotted module path does not rely on.
 PLAIN_KEY = re.compile(r"[\w.\-]+")
 # Most regex tries (regex keys x modules) one config may cost.
 MAX_REGEX_TRIES = 100_000
+# Most backtracking steps one key may cost on a name of MAX_NAME_CHARS (regex_steps): a real key costs under
+# 10,000; branches or bounded repetitions in sequence ((a|aa)(a|aa)...) cost exponentially more, past any bound.
+MAX_KEY_STEPS = 100_000
 
 
 class _Unknown:
@@ -86,6 +89,8 @@ def _suffixes(module: str) -> list[str]:
 def _compile(key: str) -> re.Pattern | None:
     """peft's template around `key`, or None when matching it could take unbounded time or it is invalid."""
     if regex_unbounded(key, max_unbounded=1):  # peft's `.*` is the second
+        return None
+    if regex_steps(key, MAX_NAME_CHARS, cap=MAX_KEY_STEPS) > MAX_KEY_STEPS:
         return None
     try:
         return re.compile(rf"(.*\.)?({key})$")
