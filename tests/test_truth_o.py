@@ -94,3 +94,62 @@ def test_pd501_use_instead_no_quantization_config_merges_exactly(adapter):
     layer, shift = _merge(adapter, None)
     assert layer == "Linear"
     assert shift < 1e-4  # measured: 4e-7
+
+
+# ------------------------------------------------------------------ PD304
+@pytest.fixture(scope="module")
+def trained_peft(tmp_path_factory):
+    """A tiny Llama base, another base of the same shape, and a trained-looking PeftModel on the first."""
+    folder = tmp_path_factory.mktemp("pd304o")
+    tiny_llama(seed=0).save_pretrained(folder / "base")
+    tiny_llama(seed=5).save_pretrained(folder / "other_base")
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(folder / "base"), lora())
+    make_nontrivial(model)
+    return folder, model
+
+
+def test_pd304_a_whole_state_dict_as_adapter_model_bin_overwrites_the_base_it_is_loaded_on(trained_peft):
+    from peft import PeftModel
+
+    folder, model = trained_peft
+    by_hand, proper = folder / "by_hand", folder / "proper"
+    model.peft_config["default"].save_pretrained(by_hand)
+    torch.save(model.state_dict(), by_hand / "adapter_model.bin")
+    model.save_pretrained(proper)
+    batch = token_batch()
+    trained = logits(model, batch)
+    assert torch.equal(logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "base"), by_hand),
+                              batch), trained)  # peft 0.21 loads the adapter from the adapter-named keys
+    on_other = logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "other_base"), by_hand), batch)
+    meant = logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "other_base"), proper), batch)
+    assert torch.equal(on_other, trained)  # the saved base weights replaced the base it was given
+    assert (on_other - meant).abs().max().item() > 0.1  # measured: 0.34
+    size = (by_hand / "adapter_model.bin").stat().st_size / (proper / "adapter_model.safetensors").stat().st_size
+    assert size > 10  # measured: 18x
+
+
+def test_pd304_a_state_dict_file_or_folder_without_adapter_config_does_not_load(trained_peft):
+    from peft import PeftModel
+
+    folder, model = trained_peft
+    (folder / "bare").mkdir()
+    torch.save(model.state_dict(), folder / "bare" / "adapter_model.bin")
+    torch.save(model.state_dict(), folder / "lora_state.pt")
+    for given in (folder / "bare", folder / "lora_state.pt"):
+        with pytest.raises(ValueError, match="Can't find 'adapter_config.json'"):
+            PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "base"), str(given))
+
+
+def test_pd304_use_instead_save_pretrained_keeps_the_given_base(trained_peft):
+    from peft import PeftModel
+
+    folder, model = trained_peft
+    model.save_pretrained(folder / "adapter")
+    batch = token_batch()
+    assert torch.equal(logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "base"),
+                                                        folder / "adapter"), batch), logits(model, batch))
+    plain_other = logits(LlamaForCausalLM.from_pretrained(folder / "other_base"), batch)
+    on_other = logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "other_base"),
+                                                folder / "adapter"), batch)
+    assert (on_other - logits(model, batch)).abs().max().item() > 0.1  # the other base's own weights run
+    assert (on_other - plain_other).abs().max().item() > 0.01  # with the adapter on top

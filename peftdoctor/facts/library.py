@@ -29,6 +29,7 @@ from peftdoctor.facts.values import (
     REF,
     SELF,
     SPECIAL_TOKEN,
+    STATE_DICT,
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
@@ -702,6 +703,8 @@ def _parsed_arguments(interp, event, env, cls: Value) -> Values:
 def _model_method(interp, event, env, value: Value, method: str) -> Values:
     if method in ("parameters", "named_parameters", "modules", "named_modules"):
         return (Value(PARAMS, event.node, model=(value,), modules=method.endswith("modules")),)
+    if method == "state_dict" and value.kind == PEFT_MODEL and not event.args and not event.kwargs:
+        return (Value(STATE_DICT, event.node, model=(value,)),)
     new = None
     if method == "half":
         new = value.derive(dtype="float16", halved_at=event.node if value.kind == PEFT_MODEL else None)

@@ -36,6 +36,7 @@ TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base 
 ENCODING = "encoding"  # what tokenizer(...) returns: attrs["tokenizer"], ["padded"], ["padding_side"]
 SPECIAL_TOKEN = "special_token"  # tokenizer.eos_token / eos_token_id: attrs["name"] ("eos", "unk", ...)
 QUANT_CONFIG = "quant_config"  # BitsAndBytesConfig / GPTQConfig / AwqConfig: attrs["quantization"]
+STATE_DICT = "state_dict"  # a PeftModel's whole model.state_dict() (base weights, adapter-named keys): attrs["model"]
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
