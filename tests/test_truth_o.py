@@ -120,7 +120,8 @@ def test_pd304_a_whole_state_dict_as_adapter_model_bin_overwrites_the_base_it_is
     trained = logits(model, batch)
     assert torch.equal(logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "base"), by_hand),
                               batch), trained)  # peft 0.21 loads the adapter from the adapter-named keys
-    on_other = logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "other_base"), by_hand), batch)
+    other_base = LlamaForCausalLM.from_pretrained(folder / "other_base")
+    on_other = logits(PeftModel.from_pretrained(other_base, by_hand), batch)
     meant = logits(PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folder / "other_base"), proper), batch)
     assert torch.equal(on_other, trained)  # the saved base weights replaced the base it was given
     assert (on_other - meant).abs().max().item() > 0.1  # measured: 0.34

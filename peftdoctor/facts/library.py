@@ -498,8 +498,9 @@ def _tied_embeddings(event, cls: str):
 
 def _config_quantization(event, cls: str) -> str | None:
     """What a quantization config does to the weights: '4-bit bitsandbytes' when a load_in_* flag is True
-    on some path (a config field's default counts), '' when it quantizes nothing (BitsAndBytesConfig
-    without a load_in_* flag), None when that is not literal here."""
+    on some path (a config field's default counts), '' when no load_in_* flag is set (read as no
+    quantization, although transformers 5.24 loads such a config in 4-bit too: rules/PD501.md, Versions),
+    None when that is not literal here."""
     method = QUANTIZATION_CONFIGS[cls]
     if method != "bitsandbytes":
         bits = const_value(event.arg(0, "bits"), None)
@@ -515,7 +516,8 @@ def quantized_by_default(event) -> bool:
     """The load_in_* flag that quantizes is a config field's declared default (a config file may change it)."""
     true = [v for bits in (4, 8) for v in event.kwargs.get(f"load_in_{bits}bit", ())
             if v.kind == CONST and v.get("value") is True]
-    configs = [v for v in event.kwargs.get("quantization_config", ()) if v.kind == QUANT_CONFIG and v.get("quantization")]
+    configs = [v for v in event.kwargs.get("quantization_config", ())
+               if v.kind == QUANT_CONFIG and v.get("quantization")]
     return bool(true or configs) and all(v.get("default") for v in (*true, *configs))
 
 

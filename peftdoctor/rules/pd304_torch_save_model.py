@@ -131,7 +131,8 @@ def _folder_writes(facts, keys, scope) -> set:
             continue
         if event.method == "save_model" or any(v.kind == PEFT_MODEL for v in event.receiver):
             written.add("adapter")
-        elif any(v.kind == PEFT_CONFIG for v in event.receiver) or "config" in facts.code_of(event.node.func.value):
+        elif any(v.kind == PEFT_CONFIG for v in event.receiver) or \
+                "peft_config" in facts.code_of(event.node.func.value):
             written.add("config")
     return written
 
