@@ -98,10 +98,10 @@ class LocalCalls:
                 if result and any(v.kind != UNKNOWN for v in result):
                     return result
             return unknown()
-        instance = Value(SELF, event.node, cls=cls, state={})
         found = find_method(cls, "__init__")
         if found is None:
-            return (instance,)
+            return (Value(SELF, event.node, cls=cls, state=_fields_passed(cls, event)),)
+        instance = Value(SELF, event.node, cls=cls, state={})
         owner_cls, fn = found
         holder = Env(None, {"instance": (instance,)})  # catches the instance as __init__ leaves it
         self.call_function(Value(FUNCTION, fn, cls=owner_cls, interp=owner_cls.get("interp")), event, holder,
@@ -339,9 +339,13 @@ class LocalCalls:
         return cls
 
     def _class_attribute(self, small, env: Env, class_attrs: dict) -> None:
-        """`x: int = 3` / `x = field(default=...)` in a class body: a dataclass (or pydantic) field's default."""
+        """`x: int = 3` / `x = field(default=...)` in a class body: a dataclass (or pydantic) field's default.
+        A field annotated with a config class (`model: ModelConfig`, `bnb: BnbConfig = Field(None)`) may also
+        hold an instance of it, its own fields at their defaults: a config file usually fills it in."""
         if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-            class_attrs[small.target.value] = self.eval(small.value, env) if small.value is not None else unknown()
+            declared = self.eval(small.value, env) if small.value is not None else ()
+            typed = self.instance_of_annotation(small.annotation, env)
+            class_attrs[small.target.value] = union(declared, typed) or unknown()
         elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
             class_attrs[small.targets[0].target.value] = self.eval(small.value, env)
 
@@ -351,9 +355,10 @@ class LocalCalls:
         if annotation is None:
             return ()
         found = []
-        for value in self.eval(annotation.annotation, env):
-            if value.kind == CLASS and is_config_class(value):
-                found.append(Value(SELF, annotation, cls=value, state={}))
+        for node in _annotated_types(annotation.annotation):
+            for value in self.eval(node, env):
+                if value.kind == CLASS and is_config_class(value):
+                    found.append(Value(SELF, annotation, cls=value, state={}))
         return tuple(found)
 
     def read_field(self, instance: Value, name: str) -> Values | None:
@@ -449,6 +454,17 @@ def has_fresh_head(cls: Value) -> bool:
     return False
 
 
+def _fields_passed(cls: Value, event) -> dict:
+    """`Settings(load_in_4bit=False)` of a config class with the generated constructor (dataclass,
+    pydantic): the fields the call sets, by keyword or (dataclass) in declaration order."""
+    if not is_config_class(cls):
+        return {}
+    names = config_fields(cls)
+    passed = {name: values for name, values in zip(names, event.args)}
+    passed.update((name, values) for name, values in event.kwargs.items() if name in names)
+    return passed
+
+
 def _holds_tracked(instance: Value) -> bool:
     state = instance.get("state") or {}
     return any(v.kind in TRACKED_KINDS and v.kind != SELF for values in state.values() for v in values)
@@ -458,6 +474,27 @@ def is_config_class(cls: Value) -> bool:
     """A class with annotated class-level fields (dataclass, pydantic, attrs), itself or a base."""
     return any(isinstance(item, cst.SimpleStatementLine) and any(isinstance(s, cst.AnnAssign) for s in item.body)
                for owner in _mro(cls) for item in _function_body(owner.node))
+
+
+def config_fields(cls: Value) -> list[str]:
+    """The annotated class-level fields of a config class and its bases, base fields first."""
+    names: list[str] = []
+    for owner in reversed(list(_mro(cls))):
+        for item in _function_body(owner.node):
+            for small in item.body if isinstance(item, cst.SimpleStatementLine) else ():
+                if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name) \
+                        and small.target.value not in names:
+                    names.append(small.target.value)
+    return names
+
+
+def _annotated_types(node) -> list:
+    """The types an annotation names: `X`, and X in `Optional[X]`, `Union[X, None]`, `X | None`."""
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
+        return [*_annotated_types(node.left), *_annotated_types(node.right)]
+    if isinstance(node, cst.Subscript) and (dotted(node.value) or "").split(".")[-1] in ("Optional", "Union"):
+        return [element.slice.value for element in node.slice if isinstance(element.slice, cst.Index)]
+    return [node]
 
 
 def class_default(cls: Value, name: str) -> Values | None:

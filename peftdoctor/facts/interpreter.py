@@ -532,12 +532,14 @@ class Interpreter(LocalCalls):
     @staticmethod
     def _spread_kwargs(values: Values, kwargs: dict[str, Values]) -> None:
         """`f(**kwargs)` of dict literals: each key they hold is passed, its values one per path
-        (None on a path whose dict lacks it); keys passed by name win, as Python would raise otherwise."""
+        (None on a path whose dict lacks it, unknown on a path whose dict is not known here); keys passed
+        by name win, as Python would raise otherwise."""
         dicts = [v for v in values if v.kind == CONST and v.get("entries") is not None]
-        if len(dicts) != len(values):
+        if not dicts:
             return
+        others = unknown() if len(dicts) != len(values) else ()
         for key in {key for d in dicts for key in d.get("entries")} - kwargs.keys():
-            kwargs[key] = union(*(d.get("entries").get(key) or const(None) for d in dicts))
+            kwargs[key] = union(*(d.get("entries").get(key) or const(None) for d in dicts), others)
 
     def _eval_subscript(self, node: cst.Subscript, env: Env) -> Values:
         base = self.eval(node.value, env)

@@ -30,6 +30,7 @@ from peftdoctor.facts.values import (
     REF,
     SELF,
     SPECIAL_TOKEN,
+    STATE_DICT,
     TOKENIZER,
     TRAINER,
     TRAINING_ARGS,
@@ -221,11 +222,13 @@ def call_named(interp, event, env) -> Values:
         if tokenizers:
             return tuple(Value(VOCAB, event.node, tokenizer=t) for t in tokenizers)
     if name in DATACLASS_FIELDS:
-        default = event.arg(None, "default")
+        default = event.arg(0, "default")  # pydantic's Field(True, ...) and attr.ib(True) take it first
         if default is not None:
             return default
         factory = event.arg(None, "default_factory")
         return interp.call_local(factory, event, env) if factory else unknown()
+    if name in CONFIG_DUMP_FUNCTIONS and event.args:
+        return config_dump(interp, event.args[0], event.node.args[0].value, env)
     if len(parts) == 1 and last in PASS_THROUGH_BUILTINS and event.args:
         passed = [v for values in event.args for v in values if v.kind == PARAMS]
         if passed:
@@ -476,7 +479,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
                       source=event.arg(0, "pretrained_model_name_or_path"),
                       padding_side=const_value(event.kwargs.get("padding_side"), None)),)
     if cls == last and cls in QUANTIZATION_CONFIGS:
-        return (Value(QUANT_CONFIG, event.node, quantization=_config_quantization(event, cls)),)
+        return (Value(QUANT_CONFIG, event.node, quantization=_config_quantization(event, cls),
+                      default=quantized_by_default(event)),)
     if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
         return None
     if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
@@ -505,17 +509,28 @@ def _tied_embeddings(event, cls: str):
 
 
 def _config_quantization(event, cls: str) -> str | None:
-    """What a quantization config does to the weights: '4-bit bitsandbytes', '' when it quantizes
-    nothing (BitsAndBytesConfig without a load_in_* flag), None when that is not literal here."""
+    """What a quantization config does to the weights: '4-bit bitsandbytes' when a load_in_* flag is True
+    on some path (a config field's default counts), '' when no load_in_* flag is set (read as no
+    quantization, although transformers 5.24 loads such a config in 4-bit too: rules/PD501.md, Versions),
+    None when that is not literal here."""
     method = QUANTIZATION_CONFIGS[cls]
     if method != "bitsandbytes":
         bits = const_value(event.arg(0, "bits"), None)
         return f"{bits}-bit {method}" if isinstance(bits, int) else method
-    flags = {bits: _flag(event, f"load_in_{bits}bit") for bits in (4, 8)}
-    for bits, flag in flags.items():
-        if flag is True:
+    for bits in (4, 8):
+        if any(v.kind == CONST and v.get("value") is True for v in event.kwargs.get(f"load_in_{bits}bit", ())):
             return f"{bits}-bit bitsandbytes"
+    flags = {bits: _flag(event, f"load_in_{bits}bit") for bits in (4, 8)}
     return "" if all(flag in (False, MISSING) for flag in flags.values()) else None
+
+
+def quantized_by_default(event) -> bool:
+    """The load_in_* flag that quantizes is a config field's declared default (a config file may change it)."""
+    true = [v for bits in (4, 8) for v in event.kwargs.get(f"load_in_{bits}bit", ())
+            if v.kind == CONST and v.get("value") is True]
+    configs = [v for v in event.kwargs.get("quantization_config", ())
+               if v.kind == QUANT_CONFIG and v.get("quantization")]
+    return bool(true or configs) and all(v.get("default") for v in (*true, *configs))
 
 
 def load_quantization(event) -> str | None:
@@ -577,6 +592,30 @@ def _adds_special_tokens(event) -> bool:
 # dataclasses / pydantic / attrs field declarations: their default is what an unset field holds.
 DATACLASS_FIELDS = {"dataclasses.field", "field", "pydantic.Field", "attrs.field", "attr.ib", "attr.field"}
 
+# What turns a config instance (dataclass, pydantic model) into a dict of its fields, spread with `**`.
+CONFIG_DUMP_METHODS = ("model_dump", "dict")
+CONFIG_DUMP_FUNCTIONS = {"dataclasses.asdict", "asdict", "vars"}
+
+
+def config_dump(interp, values: Values, node, env) -> Values:
+    """`cfg.model_dump()` / `asdict(cfg)` of config instances: one dict per instance, each field holding
+    what the instance was given or set (`cfg.x = ...`), else its declared default; unknown for the rest."""
+    from peftdoctor.facts.calls import config_fields, is_config_class
+
+    instances = [v for v in values if v.kind == SELF and v.get("cls") is not None and is_config_class(v.get("cls"))]
+    if not instances:
+        return unknown()
+    key = dotted(node)
+    dicts = []
+    for instance in instances:
+        entries = {}
+        for name in config_fields(instance.get("cls")):
+            entries[name] = (env.lookup(f"{key}.{name}") if key is not None else None) \
+                or interp.read_field(instance, name) or unknown()
+        dicts.append(Value(CONST, node, value={k: const_value(v) for k, v in entries.items()}, entries=entries))
+    return union(dicts, unknown() if len(instances) != len(values) else ())
+
+
 # Library helpers that add tokens to the tokenizer and resize the model's embeddings.
 TOKEN_ADDING_HELPERS = {"trl.setup_chat_format", "trl.models.setup_chat_format"}
 
@@ -634,9 +673,15 @@ def call_method(interp, event, env) -> Values:
     if method == "backward":
         interp.mark_backward()
     results = []
-    for value in event.receiver:
+    for value in _not_none(event.receiver):
         results.append(_method_of(interp, event, env, value, method))
     return union(*results) if results else unknown()
+
+
+def _not_none(receivers: Values) -> Values:
+    """A method called on None raises: a path where the receiver is None goes no further (when others exist)."""
+    kept = tuple(v for v in receivers if not (v.kind == CONST and v.get("value") is None))
+    return kept or receivers
 
 
 def _method_of(interp, event, env, value: Value, method: str) -> Values:
@@ -661,6 +706,10 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         return unknown()
     if kind == ENCODING and method == "to":
         return (value,)
+    if kind == SELF and method in CONFIG_DUMP_METHODS and not event.args:
+        dumped = config_dump(interp, (value,), event.node.func.value, env)
+        if dumped[0].kind == CONST:
+            return dumped
     if kind == SELF and value.get("cls") is not None:  # `self.tokenizer(...)`: a call of what the field holds
         held = interp.read_field(value, method) or ()
         return union(*(call_value(interp, v, event) for v in held)) if held else unknown()
@@ -712,6 +761,8 @@ def _parsed_arguments(interp, event, env, cls: Value) -> Values:
 def _model_method(interp, event, env, value: Value, method: str) -> Values:
     if method in ("parameters", "named_parameters", "modules", "named_modules"):
         return (Value(PARAMS, event.node, model=(value,), modules=method.endswith("modules")),)
+    if method == "state_dict" and value.kind == PEFT_MODEL and not event.args and not event.kwargs:
+        return (Value(STATE_DICT, event.node, model=(value,)),)
     new = None
     if method == "half":
         new = value.derive(dtype="float16", halved_at=event.node if value.kind == PEFT_MODEL else None)

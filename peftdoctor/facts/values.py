@@ -39,6 +39,7 @@ QUANT_CONFIG = "quant_config"  # BitsAndBytesConfig / GPTQConfig / AwqConfig: at
 # a diffusers model (UNet, transformer): attrs["adapters"], the adapter names add_adapter gave it, ["adapter_at"];
 # or a pipeline: attrs["models"], the models passed to it (unet=, transformer=)
 DIFFUSERS_MODEL = "diffusers_model"
+STATE_DICT = "state_dict"  # a PeftModel's whole model.state_dict() (base weights, adapter-named keys): attrs["model"]
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})

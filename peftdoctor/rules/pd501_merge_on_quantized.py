@@ -1,5 +1,6 @@
 """PD501: an adapter merged into a 4/8-bit quantized base (bitsandbytes, GPTQ, AWQ)."""
 
+from peftdoctor.facts.library import quantized_by_default
 from peftdoctor.facts.values import BASE_MODEL, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, describe, finding
@@ -37,6 +38,11 @@ def _an_option_of_its_own(facts, merge, peft) -> bool:
     return False
 
 
+def _by_default(facts, origin) -> bool:
+    """The call that loaded the quantized weights quantizes only through a config field's default."""
+    return any(event.node is origin.node and quantized_by_default(event) for event in facts.events)
+
+
 def check(facts, ctx):
     reported = set()
     for event in facts.events:
@@ -48,10 +54,12 @@ def check(facts, ctx):
                 continue
             reported.add(id(event.node))
             quantization = origin.get("quantization")
+            default = ("; the flag that quantizes is a config field's declared default, which holds wherever "
+                       "the config (or its file) does not set it") if _by_default(facts, origin) else ""
             yield finding(
                 facts, event.node, CODE,
                 f"{event.method}() merges the adapter into a {quantization} base (loaded by "
-                f"{describe(facts, origin)}): {_what_happens(quantization)}",
+                f"{describe(facts, origin)}{default}): {_what_happens(quantization)}",
                 "reload the base model in float16/bfloat16 (no quantization_config), load the adapter onto it "
                 "with PeftModel.from_pretrained, and merge there",
             )
