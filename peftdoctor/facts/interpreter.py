@@ -427,7 +427,9 @@ class Interpreter(LocalCalls):
                 return const(not value) if value is not MISSING else unknown()
             return unknown()
         if isinstance(node, cst.IfExp):
-            self.eval(node.test, env)
+            taken = _known_truth(self.eval(node.test, env))  # as for an if statement: a known test picks a side
+            if taken is not None:
+                return self.eval(node.body if taken else node.orelse, env)
             return union(self.eval(node.body, env), self.eval(node.orelse, env))
         if isinstance(node, cst.BooleanOperation):
             return union(self.eval(node.left, env), self.eval(node.right, env))

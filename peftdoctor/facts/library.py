@@ -274,6 +274,7 @@ def _peft_call(interp, event, env, parts) -> Values:
         if cls.startswith("AutoPeftModel"):
             return (Value(PEFT_MODEL, event.node, via="auto", base=(), config=(), quantization=load_quantization(event),
                           quantization_optional=quantization_optional(event),
+                          quantization_flagless=flagless_quantization(event),
                           trainable=_trainable(event), dtype=dtype_of(event.arg(None, "torch_dtype") or event.arg(None, "dtype")),
                           autocast=_flag(event, "autocast_adapter_dtype")),)
         if cls.startswith("PeftModel") or cls == "PeftMixedModel":
@@ -480,7 +481,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
                       padding_side=const_value(event.kwargs.get("padding_side"), None)),)
     if cls == last and cls in QUANTIZATION_CONFIGS:
         return (Value(QUANT_CONFIG, event.node, quantization=_config_quantization(event, cls),
-                      default=quantized_by_default(event)),)
+                      default=quantized_by_default(event),
+                      flagless=QUANTIZATION_CONFIGS[cls] == "bitsandbytes" and flagless_config(event)),)
     if any(word in cls for word in NOT_MODELS) or not ("Model" in cls or "For" in cls):
         return None
     if cls != last and last not in ("from_pretrained", "from_config", "_from_config"):
@@ -494,7 +496,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     )
     return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
                   head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls),
-                  quantization=load_quantization(event), quantization_optional=quantization_optional(event)),)
+                  quantization=load_quantization(event), quantization_optional=quantization_optional(event),
+                  quantization_flagless=flagless_quantization(event)),)
 
 
 def _tied_embeddings(event, cls: str):
@@ -508,11 +511,16 @@ def _tied_embeddings(event, cls: str):
     return None
 
 
+# transformers picks bitsandbytes' 4-bit quantizer for a BitsAndBytesConfig whose load_in_8bit is not True, even
+# with no load_in_* flag set (quantizers/auto.py, from 4.38.0; before, modeling_utils loaded such a config
+# unquantized). Measured on 5.24: Linear4bit layers.
+FLAGLESS_BNB_CONFIG_IS_4BIT_FROM = (4, 38)
+
+
 def _config_quantization(event, cls: str) -> str | None:
     """What a quantization config does to the weights: '4-bit bitsandbytes' when a load_in_* flag is True
-    on some path (a config field's default counts), '' when no load_in_* flag is set (read as no
-    quantization, although transformers 5.24 loads such a config in 4-bit too: rules/PD501.md, Versions),
-    None when that is not literal here."""
+    on some path (a config field's default counts), or when no flag is set at all (see
+    FLAGLESS_BNB_CONFIG_IS_4BIT_FROM; `flagless_config` tells that case apart), None when that is not literal."""
     method = QUANTIZATION_CONFIGS[cls]
     if method != "bitsandbytes":
         bits = const_value(event.arg(0, "bits"), None)
@@ -520,8 +528,23 @@ def _config_quantization(event, cls: str) -> str | None:
     for bits in (4, 8):
         if any(v.kind == CONST and v.get("value") is True for v in event.kwargs.get(f"load_in_{bits}bit", ())):
             return f"{bits}-bit bitsandbytes"
-    flags = {bits: _flag(event, f"load_in_{bits}bit") for bits in (4, 8)}
-    return "" if all(flag in (False, MISSING) for flag in flags.values()) else None
+    return "4-bit bitsandbytes" if flagless_config(event) else None
+
+
+def flagless_config(event) -> bool:
+    """A BitsAndBytesConfig(...) call whose load_in_4bit and load_in_8bit are both False or left out, as
+    written (a False that is a settings field's default is not certain, and code that spreads such settings
+    usually passes the config only when a flag is on)."""
+    return all(_flag(event, f"load_in_{bits}bit") in (False, MISSING)
+               and not any(v.get("default") for v in event.kwargs.get(f"load_in_{bits}bit", ())) for bits in (4, 8))
+
+
+def flagless_quantization(event) -> bool:
+    """A from_pretrained call whose only quantization is a flagless BitsAndBytesConfig (4-bit from 4.38 on)."""
+    configs = [v for v in event.kwargs.get("quantization_config", ()) if v.kind == QUANT_CONFIG]
+    return bool(configs) and load_quantization(event) == "4-bit bitsandbytes" and all(
+        v.get("flagless") for v in configs if v.get("quantization")) and not any(
+        v.kind == CONST and v.get("value") is True for bits in (4, 8) for v in event.kwargs.get(f"load_in_{bits}bit", ()))
 
 
 def quantized_by_default(event) -> bool:
@@ -550,8 +573,7 @@ def quantization_optional(event) -> bool:
     flags = [event.kwargs.get(key) for key in ("load_in_4bit", "load_in_8bit", "quantization_config")]
     if not any(flags):
         return True
-    return any(v.kind == CONST and v.get("value") in (None, False) for values in flags if values for v in values) \
-        or any(v.kind == QUANT_CONFIG and v.get("quantization") == "" for v in flags[2] or ())
+    return any(v.kind == CONST and v.get("value") in (None, False) for values in flags if values for v in values)
 
 
 def _trainer(interp, event, cls: str) -> Value:

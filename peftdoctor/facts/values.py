@@ -55,6 +55,9 @@ FIELDS = frozenset({
     "frozen_how", "autocast", "unfrozen", "inner_peft", "unloaded_at", "inactive_load", "tied",
     # "4-bit bitsandbytes" when some path certainly quantizes the weights ("" when the config quantizes nothing)
     "quantization", "quantization_optional",  # the latter: some path loads the model unquantized
+    # a BitsAndBytesConfig with no load_in_* flag (on a config: "flagless"; on the model it loaded:
+    # "quantization_flagless"): 4-bit only from transformers 4.38 on (library.FLAGLESS_BNB_CONFIG_IS_4BIT_FROM)
+    "flagless", "quantization_flagless",
     # the wrap call (get_peft_model, PeftModel.from_pretrained, a trainer's peft_config) that injected
     # an adapter into this base model object in place
     "wrapped_by",

@@ -1,6 +1,6 @@
 """PD501: an adapter merged into a 4/8-bit quantized base (bitsandbytes, GPTQ, AWQ)."""
 
-from peftdoctor.facts.library import quantized_by_default
+from peftdoctor.facts.library import FLAGLESS_BNB_CONFIG_IS_4BIT_FROM, quantized_by_default
 from peftdoctor.facts.values import BASE_MODEL, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, describe, finding
@@ -52,10 +52,18 @@ def check(facts, ctx):
             origin = quantized_origin(peft) if peft.kind == PEFT_MODEL and not peft.get("maybe") else None
             if origin is None or (origin.get("quantization_optional") and _an_option_of_its_own(facts, event, peft)):
                 continue
+            flagless = ""
+            if origin.get("quantization_flagless"):
+                transformers = ctx.version("transformers", facts)
+                if transformers.below(*FLAGLESS_BNB_CONFIG_IS_4BIT_FROM):
+                    continue  # such a config loaded the weights unquantized then
+                flagless = ("; its BitsAndBytesConfig sets no load_in_* flag, and transformers >= 4.38 loads "
+                            f"such a config in 4-bit all the same (here: {transformers.text})")
             reported.add(id(event.node))
             quantization = origin.get("quantization")
             default = ("; the flag that quantizes is a config field's declared default, which holds wherever "
                        "the config (or its file) does not set it") if _by_default(facts, origin) else ""
+            default += flagless
             yield finding(
                 facts, event.node, CODE,
                 f"{event.method}() merges the adapter into a {quantization} base (loaded by "
