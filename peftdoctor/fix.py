@@ -22,7 +22,9 @@ file to write is checked before any is written, so a refusal leaves all files as
 
 from __future__ import annotations
 
+import ast
 import difflib
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -178,14 +180,65 @@ def apply_edits(source: str, edits: list[dict]) -> str:
         return source
     try:
         return _apply_checked_edits(source, edits)
-    except RecursionError:
+    except Exception as exc:
         # libcst's visitors and code generator recurse per nesting level (a chain of 199 calls, a list 199
         # deep, 999 nested lambdas); `check` reads such files, but rewriting one is refused, not half-done.
+        # The RecursionError may surface as another error raised while libcst's context managers unwind.
+        if not _from_recursion(exc):
+            raise
         raise FixError("the code is nested too deeply for libcst to rewrite it; apply the fix by hand") from None
 
 
+def _from_recursion(exc: BaseException | None) -> bool:
+    """Whether `exc` is a RecursionError or was raised while handling one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, RecursionError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
+# Python's line ends (a form feed or U+2028 ends no line, unlike str.splitlines).
+_LINE_END = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
+
+
+def _top_level_spans(source: str) -> list[tuple[int, int]] | None:
+    """1-based inclusive line ranges of the module's top-level statements (decorators included; statements
+    sharing a line are one range), or None when Python's own parser cannot read `source`."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    spans: list[tuple[int, int]] = []
+    for node in tree.body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], node.end_lineno))
+        else:
+            spans.append((start, node.end_lineno))
+    return spans
+
+
 def _apply_checked_edits(source: str, edits: list[dict]) -> str:
-    wrapper = MetadataWrapper(cst.parse_module(source))
+    """Rewrite only the top-level statements that hold an edit: each is valid Python on its own lines, so
+    libcst parses, walks and regenerates a few lines, not the whole file (a 5 MB data line elsewhere costs
+    nothing). When Python cannot read the file (newer syntax), the whole module is rewritten."""
+    spans = _top_level_spans(source)
+    if spans is None:
+        return _rewrite(source, edits)
+    lines = _LINE_END.split(source)
+    for start, end in reversed(spans):
+        inside = [{**edit, "line": edit["line"] - start + 1} for edit in edits if start <= edit["line"] <= end]
+        if inside:
+            chunk = "".join(lines[start - 1:end])
+            lines[start - 1:end] = [_rewrite(chunk, inside)]
+    return "".join(lines)
+
+
+def _rewrite(source: str, edits: list[dict]) -> str:
+    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)
     finder = _CallFinder(edits)
     wrapper.visit(finder)
     targets: dict[int, list[dict]] = defaultdict(list)
