@@ -148,3 +148,46 @@ def test_output_naming_a_folder_is_refused_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["peftdoctor: error: report: cannot write report: a folder, not a "
                                           "regular file"]
+
+
+# --- PD605/PD606 values in chunks -----------------------------------------------------------------------------
+
+def test_chunked_value_checks_match_whole_tensor_numpy(tmp_path, monkeypatch):
+    """Chunks of a few bytes (an odd tensor offset, a last partial chunk) give what numpy gives on the whole
+    tensor at once, for every dtype the checks read."""
+    np = pytest.importorskip("numpy")
+    from peftdoctor.inspect import values
+    from peftdoctor.inspect.safetensors_header import TensorInfo
+
+    rng = np.random.default_rng(0)
+    # dtype -> unsigned view, a few NaN/Inf bit patterns
+    specials = {"F32": ("<u4", [0x7F800000, 0x7FC00001, 0xFF800000]), "F16": ("<u2", [0x7C00, 0x7E01]),
+                "BF16": ("<u2", [0x7F80, 0xFFC1]), "F64": ("<u8", [0x7FF0000000000000]),
+                "F8_E5M2": ("u1", [0x7C, 0xFE]), "F8_E4M3": ("u1", [0x7F, 0xFF]), "U8": ("u1", []),
+                "I32": ("<u4", [])}
+
+    def reference(dtype, unsigned):
+        """(all zero, NaN/Inf count) from the whole tensor at once, as the checks define them."""
+        if dtype in values._FLOAT_BITS:
+            _, exponent, magnitude = values._FLOAT_BITS[dtype]
+            return not (unsigned & magnitude).any(), int(((unsigned & exponent) == exponent).sum())
+        count = int(((unsigned & 0x7F) == 0x7F).sum()) if dtype == "F8_E4M3" else 0
+        return not unsigned.view("u1").any(), count
+
+    for chunk_bytes in (values.CHUNK_BYTES, 24, 7):
+        monkeypatch.setattr(values, "CHUNK_BYTES", chunk_bytes)
+        for dtype, (view, odd) in specials.items():
+            for fill in ("zero", "negative zero", "random", "special"):
+                unsigned = np.zeros(1001, dtype=view)
+                if fill == "negative zero":
+                    unsigned[500] = 1 << (8 * unsigned.itemsize - 1)
+                elif fill != "zero":
+                    unsigned = rng.integers(0, 256, 1001 * unsigned.itemsize, dtype=np.uint8).view(view).copy()
+                if fill == "special" and odd:
+                    unsigned[rng.choice(1001, len(odd), replace=False)] = odd
+                path = tmp_path / f"{dtype}-{fill}.bin"
+                path.write_bytes(b"\x01\x02\x03" + unsigned.tobytes())  # an odd offset, as after a header
+                tensor = TensorInfo("t", dtype, (1001,), 3, 3 + unsigned.nbytes)
+                with values.open_values(str(path)) as reader:
+                    found = reader.all_zero(tensor), reader.count_non_finite(tensor)
+                assert found == reference(dtype, unsigned), (dtype, fill, chunk_bytes)
