@@ -34,6 +34,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from peftdoctor.notebook import NotebookError, fixed_cell_source, is_notebook, read_notebook
 from peftdoctor.safe_write import Refused, Snapshot, check_target, read_snapshot, real_path, reason, replace_file
+from peftdoctor.source import parse_module_guarded
 
 KINDS = ("add_keyword", "replace_keyword")
 
@@ -238,7 +239,7 @@ def _apply_checked_edits(source: str, edits: list[dict]) -> str:
 
 
 def _rewrite(source: str, edits: list[dict]) -> str:
-    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)
+    wrapper = MetadataWrapper(parse_module_guarded(source), unsafe_skip_copy=True)
     finder = _CallFinder(edits)
     wrapper.visit(finder)
     targets: dict[int, list[dict]] = defaultdict(list)

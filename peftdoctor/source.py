@@ -13,7 +13,11 @@ Why this is its own step, and not just `ast.parse`:
 * libcst's native parser crashes the whole process (a stack overflow, not an exception) on deeply nested
   input, e.g. 3000 parentheses or a few thousand chained `lambda`s. Whenever Python's parser has not already
   bounded the input, a tokenize pre-scan refuses input nested beyond what libcst survives, so the guard does
-  not depend on which interpreter runs peftdoctor.
+  not depend on which interpreter runs peftdoctor. The same pre-scan names the other known limits: more than
+  3000 adjacent string literals (libcst's grammar gives up) and one statement of more than 500,000 tokens
+  (minutes of parsing). Each is one PD000 naming the construct and its line; `parse_module_guarded` applies
+  the guard where a module is parsed directly. A failure of libcst on valid Python for any other reason is
+  PD002 (ours to fix).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ BRACKET_COST = 6
 MAX_ELIFS = 2000
 # libcst's grammar gives up (a syntax error at the next string) after 3000 adjacent string literals.
 MAX_ADJACENT_STRINGS = 3000
+# libcst spends ~50 us per token: one statement of a million tokens (a 5 MB data literal on one line) is minutes
+# of parsing for no training logic, so past this a file is named as not read instead.
+MAX_STATEMENT_TOKENS = 500_000
 # Python keeps these chains flat (or bounds them loosely), libcst nests them: when a file Python accepted has
 # this many of them, it is pre-scanned too.
 _CHAIN_WORDS = (" and ", " or ", "lambda", "not ", "elif ")
@@ -146,12 +153,21 @@ def nesting_problem(source: str) -> str | None:
     total = 0
     elifs = 0
     adjacent_strings = strings_from = 0  # string literals in a row (one implicit concatenation), from line
+    statement_tokens = statement_from = 0  # tokens of the current logical line, from line
     fstring_depth = 0  # Python 3.12+ tokenizes an f-string in pieces, its expressions included
     skip = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
             kind, text = token.type, token.string
             name = tokenize.tok_name.get(kind, "")
+            if kind == tokenize.NEWLINE:
+                statement_tokens = 0
+            elif kind not in skip:
+                statement_tokens += 1
+                if statement_tokens == 1:
+                    statement_from = token.start[0]
+                elif statement_tokens > MAX_STATEMENT_TOKENS:
+                    return f"one statement of more than {MAX_STATEMENT_TOKENS:,} tokens (line {statement_from})"
             if fstring_depth == 0 and name in ("STRING", "FSTRING_START"):
                 adjacent_strings += 1
                 if adjacent_strings == 1:
@@ -197,6 +213,19 @@ def nesting_problem(source: str) -> str | None:
     except (tokenize.TokenError, SyntaxError) as exc:  # IndentationError is a SyntaxError
         return f"the tokenizer rejects it ({exc.args[0] if exc.args else exc})"
     return None
+
+
+class BeyondLibcst(RecursionError):
+    """Input that would overflow libcst's native parser (see nesting_problem): refused before it is parsed."""
+
+
+def parse_module_guarded(source: str) -> cst.Module:
+    """`cst.parse_module(source)` for a module read directly (not through parse_source), with the same guard:
+    BeyondLibcst instead of a crash of the whole process."""
+    problem = nesting_problem(source) if _needs_pre_scan(source) else None
+    if problem is not None:
+        raise BeyondLibcst(problem)
+    return cst.parse_module(source)
 
 
 def _libcst_parse(source: str) -> cst.Module | tuple[str, int, int]:
@@ -286,7 +315,7 @@ def _needs_pre_scan(source: str) -> bool:
     """Whether `source`, which Python accepted, has enough of what libcst nests to be scanned first."""
     if sum(source.count(word) for word in _CHAIN_WORDS) > _CHAIN_WORDS_TRIGGER:
         return True
-    return source.count("'") + source.count('"') > MAX_ADJACENT_STRINGS
+    return source.count("'") + source.count('"') > MAX_ADJACENT_STRINGS or len(source) > MAX_STATEMENT_TOKENS
 
 
 def parse_source(source: str, path: str = "<string>", need_module: bool = True) -> Parsed:

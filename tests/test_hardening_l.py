@@ -191,3 +191,28 @@ def test_chunked_value_checks_match_whole_tensor_numpy(tmp_path, monkeypatch):
                 with values.open_values(str(path)) as reader:
                     found = reader.all_zero(tensor), reader.count_non_finite(tensor)
                 assert found == reference(dtype, unsigned), (dtype, fill, chunk_bytes)
+
+
+# --- what libcst cannot read: named, never a crash ------------------------------------------------------------
+
+def test_an_or_chain_that_crashes_libcst_is_named_where_the_project_reads_it(tmp_path):
+    """Before: SIGSEGV. The project reader (facts/reading.py) parsed checked files with libcst directly, past
+    the guard that parse_source applies; 21,000 `or`s overflow libcst's native stack."""
+    fixable = (SCRIPTS / "PD103" / "bad_class_self_model.py").read_text()
+    (tmp_path / "train.py").write_text(fixable + "x = " + " or ".join(["a"] * 21_000) + "\n")
+    for args in (("check", "train.py"), ("check", "--fix", "train.py")):
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.returncode, result.stderr[-500:])
+        assert "train.py:30:1: PD000 valid Python that peftdoctor cannot read: an expression nested too deeply at " \
+               "line 30 is beyond what its parser (libcst) handles" in result.stdout
+
+
+def test_one_statement_of_more_than_half_a_million_tokens_is_named():
+    from peftdoctor.source import MAX_STATEMENT_TOKENS, parse_source
+
+    at_limit = "import peft\nx = [" + "1," * ((MAX_STATEMENT_TOKENS - 4) // 2) + "]\n"
+    past = "import peft\nx = [" + "1," * (MAX_STATEMENT_TOKENS // 2) + "]\n"
+    assert parse_source(at_limit, "a.py").findings == []
+    assert [(f.code, f.line, f.message) for f in parse_source(past, "a.py").findings] == [
+        ("PD000", 2, "valid Python that peftdoctor cannot read: one statement of more than 500,000 tokens at line 2 "
+                     "is beyond what its parser (libcst) handles")]

@@ -192,8 +192,9 @@ def deep_sources(quick: bool) -> dict[str, str]:
         "attribute chain 20000": "x = a" + ".b" * 20_000,
         "subscript chain 5000": "x = a" + "[0]" * 5000,
         "lambdas 999": "x = " + "lambda: " * 999 + "0",
-        "or chain 7000": "x = " + " or ".join(["a"] * 7000 * scale),
-        "and chain 7000": "x = " + " and ".join(["a"] * 7000 * scale),
+        "or chain 7000": "x = " + " or ".join(["a"] * 7000),
+        "or chain 21000": "x = " + " or ".join(["a"] * 21000),
+        "and chain 21000": "x = " + " and ".join(["a"] * 21000),
         "mixed boolean chain": "x = " + " ".join(f"a{i} {'and' if i % 3 else 'or'}" for i in range(6000)) + " b",
         "plus chain 20000": "x = " + " + ".join(["a"] * 20_000),
         "compare chain 5000": "x = " + " < ".join(["a"] * 5000),
@@ -215,7 +216,7 @@ def deep_sources(quick: bool) -> dict[str, str]:
 
 
 # The quick subset: one of each way input has crashed or failed a parser or a walk.
-QUICK_DEEP = ("parens 199", "method chain 199", "lambdas 999", "or chain 7000", "string concat 20000", "elif 3000")
+QUICK_DEEP = ("parens 199", "method chain 199", "lambdas 999", "or chain 21000", "string concat 20000", "elif 3000")
 
 
 def deep_runs(folder: Path, quick: bool) -> list[Run]:
