@@ -145,7 +145,7 @@ select_option = click.option("--select", multiple=True, help="Only these codes o
 ignore_option = click.option("--ignore", multiple=True, help="Skip these codes or prefixes.")
 extend_option = click.option("--extend-select", multiple=True, help="Add codes to the selection.")
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
-output_option = click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+output_option = click.option("--output", "-o", type=click.Path(), help="Write the report to FILE.")
 config_option = click.option("--config", "config_file", type=click.Path(dir_okay=False),
                              help="A pyproject.toml (or peftdoctor.toml) to read settings from.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print the findings and nothing else.")

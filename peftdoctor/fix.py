@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,6 +34,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from peftdoctor.notebook import NotebookError, fixed_cell_source, is_notebook, read_notebook
 from peftdoctor.safe_write import Refused, Snapshot, check_target, read_snapshot, real_path, reason, replace_file
+from peftdoctor.source import parse_module_guarded
 
 KINDS = ("add_keyword", "replace_keyword")
 
@@ -179,63 +181,65 @@ def apply_edits(source: str, edits: list[dict]) -> str:
         return source
     try:
         return _apply_checked_edits(source, edits)
-    except Exception as exc:  # noqa: BLE001 - only a stack overflow, whatever libcst turned it into
+    except Exception as exc:
         # libcst's visitors and code generator recurse per nesting level (a chain of 199 calls, a list 199
         # deep, 999 nested lambdas); `check` reads such files, but rewriting one is refused, not half-done.
-        # Deep enough, the overflow surfaces as another error raised while libcst unwinds (a KeyError).
-        if not _caused_by_recursion(exc):
+        # The RecursionError may surface as another error raised while libcst's context managers unwind.
+        if not _from_recursion(exc):
             raise
         raise FixError("the code is nested too deeply for libcst to rewrite it; apply the fix by hand") from None
 
 
-def _caused_by_recursion(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 100:
+def _from_recursion(exc: BaseException | None) -> bool:
+    """Whether `exc` is a RecursionError or was raised while handling one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
         if isinstance(exc, RecursionError):
             return True
-        exc, seen = exc.__context__, seen + 1
+        seen.add(id(exc))
+        exc = exc.__context__
     return False
 
 
-def _apply_checked_edits(source: str, edits: list[dict]) -> str:
-    """Each top-level statement that holds an edit is parsed and rewritten alone, and its lines put back: the
-    cost follows the code edited, not the file (libcst on a whole 50,000-line file takes a minute and a GB)."""
+# Python's line ends (a form feed or U+2028 ends no line, unlike str.splitlines).
+_LINE_END = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
+
+
+def _top_level_spans(source: str) -> list[tuple[int, int]] | None:
+    """1-based inclusive line ranges of the module's top-level statements (decorators included; statements
+    sharing a line are one range), or None when Python's own parser cannot read `source`."""
     try:
-        statements = _statement_lines(ast.parse(source))
+        tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return _edit_module(source, edits)
-    lines = source.splitlines(keepends=True)
-    by_statement: dict[tuple[int, int], list[dict]] = defaultdict(list)
-    for edit in edits:
-        span = next((span for span in statements if span[0] <= edit["line"] <= span[1]), None)
-        if span is None:
-            continue
-        by_statement[span].append({**edit, "line": edit["line"] - span[0] + 1})
-    for (start, end), local_edits in sorted(by_statement.items(), reverse=True):  # bottom up: line numbers hold
-        piece = "".join(lines[start - 1:end])
-        try:
-            new_piece = _edit_module(piece, local_edits)
-        except cst.ParserSyntaxError:  # not a whole statement on its own (a BOM, a line continuation)
-            return _edit_module(source, edits)
-        lines[start - 1:end] = [new_piece]
+        return None
+    spans: list[tuple[int, int]] = []
+    for node in tree.body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], node.end_lineno))
+        else:
+            spans.append((start, node.end_lineno))
+    return spans
+
+
+def _apply_checked_edits(source: str, edits: list[dict]) -> str:
+    """Rewrite only the top-level statements that hold an edit: each is valid Python on its own lines, so
+    libcst parses, walks and regenerates a few lines, not the whole file (a 5 MB data line elsewhere costs
+    nothing). When Python cannot read the file (newer syntax), the whole module is rewritten."""
+    spans = _top_level_spans(source)
+    if spans is None:
+        return _rewrite(source, edits)
+    lines = _LINE_END.split(source)
+    for start, end in reversed(spans):
+        inside = [{**edit, "line": edit["line"] - start + 1} for edit in edits if start <= edit["line"] <= end]
+        if inside:
+            chunk = "".join(lines[start - 1:end])
+            lines[start - 1:end] = [_rewrite(chunk, inside)]
     return "".join(lines)
 
 
-def _statement_lines(tree: ast.Module) -> list[tuple[int, int]]:
-    """(first, last) line of each top-level statement with its decorators; statements that share a line
-    (`a = f(); b = g()`) are one span, so each span is whole lines of whole statements."""
-    spans: list[list[int]] = []
-    for node in tree.body:
-        start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
-        if spans and start <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], node.end_lineno)
-        else:
-            spans.append([start, node.end_lineno])
-    return [(start, end) for start, end in spans]
-
-
-def _edit_module(source: str, edits: list[dict]) -> str:
-    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # parsed here, used once
+def _rewrite(source: str, edits: list[dict]) -> str:
+    wrapper = MetadataWrapper(parse_module_guarded(source), unsafe_skip_copy=True)
     finder = _CallFinder(edits)
     wrapper.visit(finder)
     targets: dict[int, list[dict]] = defaultdict(list)

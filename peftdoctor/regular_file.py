@@ -10,6 +10,7 @@ their usual one-line message naming the file.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 
@@ -54,3 +55,12 @@ def read_bytes(path) -> bytes:
 def read_text(path) -> str:
     """The file decoded as UTF-8 (UnicodeDecodeError as Path.read_text gives it)."""
     return read_bytes(path).decode("utf-8")
+
+
+def parse_json(text: str | bytes):
+    """`json.loads`, but JSON nested past the interpreter's recursion limit (a hostile header of 100,000
+    brackets) raises ValueError like any other malformed JSON, so the callers' `except ValueError` covers it."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None

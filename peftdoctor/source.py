@@ -13,7 +13,11 @@ Why this is its own step, and not just `ast.parse`:
 * libcst's native parser crashes the whole process (a stack overflow, not an exception) on deeply nested
   input, e.g. 3000 parentheses or a few thousand chained `lambda`s. Whenever Python's parser has not already
   bounded the input, a tokenize pre-scan refuses input nested beyond what libcst survives, so the guard does
-  not depend on which interpreter runs peftdoctor.
+  not depend on which interpreter runs peftdoctor. The same pre-scan names the other known limits: more than
+  3000 adjacent string literals (libcst's grammar gives up) and one statement of more than 500,000 tokens
+  (minutes of parsing). Each is one PD000 naming the construct and its line; `parse_module_guarded` applies
+  the guard where a module is parsed directly. A failure of libcst on valid Python for any other reason is
+  PD002 (ours to fix).
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ MAX_EXPRESSION_COST = 3000
 BRACKET_COST = 6
 # libcst nests `elif` in `else`; it crashes somewhere between 5000 and 20000 of them.
 MAX_ELIFS = 2000
+# libcst's grammar gives up (a syntax error at the next string) after 3000 adjacent string literals.
+MAX_ADJACENT_STRINGS = 3000
+# libcst spends ~50 us per token: one statement of a million tokens (a 5 MB data literal on one line) is minutes
+# of parsing for no training logic, so past this a file is named as not read instead.
+MAX_STATEMENT_TOKENS = 500_000
 # Python keeps these chains flat (or bounds them loosely), libcst nests them: when a file Python accepted has
 # this many of them, it is pre-scanned too.
 _CHAIN_WORDS = (" and ", " or ", "lambda", "not ", "elif ")
@@ -143,10 +152,37 @@ def nesting_problem(source: str) -> str | None:
     costs = [0]  # per open bracket level: tokens of the unfinished operand so far
     total = 0
     elifs = 0
+    adjacent_strings = strings_from = 0  # string literals in a row (one implicit concatenation), from line
+    statement_tokens = statement_from = 0  # tokens of the current logical line, from line
+    fstring_depth = 0  # Python 3.12+ tokenizes an f-string in pieces, its expressions included
     skip = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
             kind, text = token.type, token.string
+            name = tokenize.tok_name.get(kind, "")
+            if kind == tokenize.NEWLINE:
+                statement_tokens = 0
+            elif kind not in skip:
+                statement_tokens += 1
+                if statement_tokens == 1:
+                    statement_from = token.start[0]
+                elif statement_tokens > MAX_STATEMENT_TOKENS:
+                    return f"one statement of more than {MAX_STATEMENT_TOKENS:,} tokens (line {statement_from})"
+            if fstring_depth == 0 and name in ("STRING", "FSTRING_START"):
+                adjacent_strings += 1
+                if adjacent_strings == 1:
+                    strings_from = token.start[0]
+                elif adjacent_strings > MAX_ADJACENT_STRINGS:
+                    return f"more than {MAX_ADJACENT_STRINGS} adjacent string literals (line {strings_from})"
+                if adjacent_strings > 1:  # one more piece of the same literal: no deeper than the first
+                    fstring_depth += name == "FSTRING_START"
+                    continue
+            elif fstring_depth == 0 and kind not in (tokenize.NL, tokenize.COMMENT):
+                adjacent_strings = 0
+            if name == "FSTRING_START":
+                fstring_depth += 1
+            elif name == "FSTRING_END":
+                fstring_depth -= 1
             if kind == tokenize.OP and text in ("(", "[", "{"):
                 depth += 1
                 if depth > MAX_BRACKET_DEPTH:
@@ -169,7 +205,7 @@ def nesting_problem(source: str) -> str | None:
                 if kind == tokenize.NAME and text == "elif":
                     elifs += 1
                     if elifs > MAX_ELIFS:
-                        return f"more than {MAX_ELIFS} elif branches"
+                        return f"more than {MAX_ELIFS} elif branches (line {token.start[0]})"
                 costs[-1] += 1
                 total += 1
             if total + BRACKET_COST * depth > MAX_EXPRESSION_COST:
@@ -177,6 +213,19 @@ def nesting_problem(source: str) -> str | None:
     except (tokenize.TokenError, SyntaxError) as exc:  # IndentationError is a SyntaxError
         return f"the tokenizer rejects it ({exc.args[0] if exc.args else exc})"
     return None
+
+
+class BeyondLibcst(RecursionError):
+    """Input that would overflow libcst's native parser (see nesting_problem): refused before it is parsed."""
+
+
+def parse_module_guarded(source: str) -> cst.Module:
+    """`cst.parse_module(source)` for a module read directly (not through parse_source), with the same guard:
+    BeyondLibcst instead of a crash of the whole process."""
+    problem = nesting_problem(source) if _needs_pre_scan(source) else None
+    if problem is not None:
+        raise BeyondLibcst(problem)
+    return cst.parse_module(source)
 
 
 def _libcst_parse(source: str) -> cst.Module | tuple[str, int, int]:
@@ -241,7 +290,7 @@ def _syntax_error(source: str, path: str, message: str, line: int, column: int) 
 
 
 def _unreadable(path: str, why: str, line: int = 1, column: int = 0) -> Finding:
-    """Valid Python that libcst cannot (or must not) read: ours to fix, not the user's."""
+    """Valid Python that libcst fails on for a reason we do not know: ours to fix, not the user's."""
     return Finding(
         code="PD002", message=f"peftdoctor's parser (libcst) cannot read this file, which Python accepts: {why}",
         path=path, line=line, column=column, severity=Severity.WARNING,
@@ -249,8 +298,29 @@ def _unreadable(path: str, why: str, line: int = 1, column: int = 0) -> Finding:
     )
 
 
+def _beyond_limits(path: str, problem: str) -> Finding:
+    """Valid Python past a known limit of libcst (see nesting_problem): the construct and its line, named."""
+    match = re.search(r"\(line (\d+)\)$", problem)
+    line = int(match.group(1)) if match else 1
+    what = problem[:match.start()].rstrip() if match else problem
+    return Finding(
+        code="PD000", message=f"valid Python that peftdoctor cannot read: {what} at line {line} is beyond what "
+        "its parser (libcst) handles", path=path, line=line, column=1, severity=Severity.WARNING,
+        hint="nothing in this file was checked; split the construct (or exclude a generated file); the other "
+        "files were checked",
+    )
+
+
+def _needs_pre_scan(source: str) -> bool:
+    """Whether `source`, which Python accepted, has enough of what libcst nests to be scanned first."""
+    if sum(source.count(word) for word in _CHAIN_WORDS) > _CHAIN_WORDS_TRIGGER:
+        return True
+    return source.count("'") + source.count('"') > MAX_ADJACENT_STRINGS or len(source) > MAX_STATEMENT_TOKENS
+
+
 def parse_source(source: str, path: str = "<string>", need_module: bool = True) -> Parsed:
-    """Parse `source` once: PD000 when no Python 3 grammar accepts it, PD002 when only libcst fails.
+    """Parse `source` once: PD000 when no Python 3 grammar accepts it or it is past a known limit of libcst,
+    PD002 when only libcst fails for another reason.
 
     `tree` is Python's `ast` tree when the running interpreter accepts the file (None for newer syntax);
     `module` is libcst's, parsed when `need_module` or when Python alone cannot decide.
@@ -264,10 +334,10 @@ def parse_source(source: str, path: str = "<string>", need_module: bool = True) 
     if tree is not None:
         if not need_module:
             return Parsed(None, tree, [])
-        problem = None
-        if sum(source.count(word) for word in _CHAIN_WORDS) > _CHAIN_WORDS_TRIGGER:
-            problem = nesting_problem(source)
-        result = _libcst_parse(source) if problem is None else (problem, 1, 0)
+        problem = nesting_problem(source) if _needs_pre_scan(source) else None
+        if problem is not None:
+            return Parsed(None, tree, [_beyond_limits(path, problem)])
+        result = _libcst_parse(source)
         if isinstance(result, tuple):
             return Parsed(None, tree, [_unreadable(path, *result)])
         return Parsed(result, tree, [])

@@ -221,9 +221,22 @@ def test_the_pre_scan_accepts_big_flat_data():
     assert nesting_problem("x = " + "(" * 200 + ")" * 200 + "\n") is None
 
 
-def test_valid_python_too_deep_for_libcst_is_pd002_not_a_crash():
-    parsed = parse_source("x = " + " and ".join(["a"] * 8000) + "\n", "deep.py")
-    assert parsed.module is None and [f.code for f in parsed.findings] == ["PD002"]
+def test_valid_python_too_deep_for_libcst_is_a_named_pd000_not_a_crash():
+    parsed = parse_source("x = 1\nx = " + " and ".join(["a"] * 8000) + "\n", "deep.py")
+    assert parsed.module is None and [(f.code, f.line, f.message) for f in parsed.findings] == [
+        ("PD000", 2, "valid Python that peftdoctor cannot read: an expression nested too deeply at line 2 is "
+                     "beyond what its parser (libcst) handles")]
+
+
+@pytest.mark.parametrize("form", ["x = ({})", "x = {}", "f({})", "x = ({})\n"])
+def test_more_adjacent_strings_than_libcst_reads_are_named(form):
+    """libcst's grammar fails (a syntax error at the next string) after 3000 adjacent string literals."""
+    at_limit = parse_source("import peft\n" + form.format(" ".join(["'a'"] * 3000)) + "\n", "s.py")
+    assert at_limit.module is not None and at_limit.findings == []
+    pieces = ["f'{a}'"] * 3001
+    past = parse_source("import peft\n" + form.format(("\n" if "(" in form else " ").join(pieces)) + "\n", "s.py")
+    assert [(f.code, f.line) for f in past.findings] == [("PD000", 2)]
+    assert "more than 3000 adjacent string literals at line" in past.findings[0].message
 
 
 # ------------------------------------------------------------------------------------------------ Python 2

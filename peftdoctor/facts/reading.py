@@ -17,6 +17,7 @@ import libcst as cst
 
 from peftdoctor.facts.library import RELEVANT_IN_DEFINITIONS, RELEVANT_WORDS
 from peftdoctor.facts.project import LIBRARY_TOPS, ParsedModule
+from peftdoctor.source import parse_module_guarded
 
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -120,7 +121,7 @@ class ModuleReader:
             if read is None:
                 return None
             try:
-                return ParsedModule(path, read[0], cst.parse_module(read[0]), read[1])
+                return ParsedModule(path, read[0], parse_module_guarded(read[0]), read[1])
             except (cst.ParserSyntaxError, RecursionError, MemoryError):
                 return None
         index = self._index(path)
@@ -128,7 +129,7 @@ class ModuleReader:
             return None
         try:
             text, line_map = index.header()  # its definitions come one by one, when used (`definition`)
-            return ParsedModule(path, text, cst.parse_module(text), None, line_map)
+            return ParsedModule(path, text, parse_module_guarded(text), None, line_map)
         except (cst.ParserSyntaxError, RecursionError, MemoryError):
             return None
 
@@ -140,7 +141,7 @@ class ModuleReader:
             return None
         try:
             text, line_map = index.definition(name)
-            return ParsedModule(path, text, cst.parse_module(text), None, line_map)
+            return ParsedModule(path, text, parse_module_guarded(text), None, line_map)
         except (cst.ParserSyntaxError, RecursionError, MemoryError):
             return None
 

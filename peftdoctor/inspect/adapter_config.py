@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from peftdoctor import regular_file
@@ -31,7 +30,7 @@ def load_adapter_config(folder: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigUnreadable(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        config = json.loads(text)
+        config = regular_file.parse_json(text)
     except ValueError as exc:
         raise ConfigUnreadable(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):

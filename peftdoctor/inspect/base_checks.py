@@ -7,7 +7,6 @@ headers are not even opened for names). Nothing here loads a tensor or imports t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,7 +70,7 @@ def _read_base(folder: str) -> BaseIndex | None:
         for end in range(1, len(parts) + 1):
             modules.add(".".join(parts[:end]))
     try:
-        config = json.loads(regular_file.read_text(base / "config.json"))
+        config = regular_file.parse_json(regular_file.read_text(base / "config.json"))
     except (OSError, ValueError, UnicodeDecodeError):
         config = {}
     return BaseIndex(base, frozenset(keys), frozenset(modules), config if isinstance(config, dict) else {})
@@ -79,7 +78,7 @@ def _read_base(folder: str) -> BaseIndex | None:
 
 def _index_keys(path: Path) -> list[str] | None:
     try:
-        index = json.loads(regular_file.read_text(path))
+        index = regular_file.parse_json(regular_file.read_text(path))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -427,7 +426,7 @@ def _base_shapes(folder: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     base = Path(folder)
     files = []
     try:
-        index = json.loads(regular_file.read_text(base / "model.safetensors.index.json"))
+        index = regular_file.parse_json(regular_file.read_text(base / "model.safetensors.index.json"))
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if isinstance(weight_map, dict):
             files = sorted({f for f in weight_map.values() if isinstance(f, str) and "/" not in f and f != ".."})

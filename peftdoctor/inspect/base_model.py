@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,9 +22,18 @@ def resolve_base(name, adapter_dir: Path) -> Path | None:
         start = adapter_dir.resolve()
         candidates += [folder / name for folder in (start, *start.parents)]
     for candidate in candidates:
-        if (candidate / "config.json").is_file():
+        if _is_file(candidate / "config.json"):
             return candidate
     return _from_hf_cache(name)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, but a name the OS refuses (longer than its limit: ENAMETOOLONG) or cannot check is not
+    there: the name comes from a downloaded config."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _expand(path: str) -> Path | None:
@@ -55,17 +63,20 @@ def _from_hf_cache(name: str, revision: str | None = None) -> Path | None:
         return None
     repo = cache / ("models--" + "--".join(parts))
     snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
+    try:
+        if not snapshots.is_dir():
+            return None
+    except OSError:  # a name over the OS's limit
         return None
     try:
         ref = regular_file.read_text(repo / "refs" / (revision or "main")).strip()
     except OSError:
         ref = revision or ""
-    if ref and (snapshots / ref / "config.json").is_file():
+    if ref and _is_file(snapshots / ref / "config.json"):
         return snapshots / ref
     try:
         for snapshot in sorted(snapshots.iterdir()):
-            if (snapshot / "config.json").is_file():
+            if _is_file(snapshot / "config.json"):
                 return snapshot
     except OSError:
         pass
@@ -75,7 +86,7 @@ def _from_hf_cache(name: str, revision: str | None = None) -> Path | None:
 def base_vocab_size(base_dir: Path) -> int | None:
     """vocab_size from the base's config.json (or its text_config), when readable."""
     try:
-        config = json.loads(regular_file.read_text(base_dir / "config.json"))
+        config = regular_file.parse_json(regular_file.read_text(base_dir / "config.json"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(config, dict):

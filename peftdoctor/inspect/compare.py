@@ -8,7 +8,6 @@ converted, and neither file is read whole.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import re
@@ -30,7 +29,7 @@ def _index(adapter: Adapter) -> dict:
 def checkpoint_step(folder: Path) -> int | None:
     """The training step a checkpoint folder was saved at, or None when nothing says."""
     try:
-        step = json.loads(regular_file.read_text(folder / "trainer_state.json")).get("global_step")
+        step = regular_file.parse_json(regular_file.read_text(folder / "trainer_state.json")).get("global_step")
     except (OSError, ValueError, AttributeError):
         step = None
     if isinstance(step, int) and not isinstance(step, bool):

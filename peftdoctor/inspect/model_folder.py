@@ -9,7 +9,6 @@ Headers and JSON only, like the adapter checks.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import replace
@@ -118,7 +117,7 @@ def _chat_template(folder: Path) -> bool:
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return True
     try:
-        config = json.loads(regular_file.read_text(folder / "tokenizer_config.json"))
+        config = regular_file.parse_json(regular_file.read_text(folder / "tokenizer_config.json"))
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(config, dict) and bool(config.get("chat_template"))

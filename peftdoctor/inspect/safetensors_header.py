@@ -8,7 +8,6 @@ field is checked before it is trusted.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -90,7 +89,7 @@ def read_header(path: str | os.PathLike) -> Header:
         header.problems.append(f"cannot read: {exc.strerror or exc}")
         return header
     try:
-        table = json.loads(raw.decode("utf-8"))
+        table = regular_file.parse_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         header.problems.append(f"header is not valid JSON: {exc}")
         return header
@@ -148,7 +147,7 @@ def _entry_problem(name: str, entry) -> str:
     if not isinstance(entry, dict):
         return f"tensor '{name}': entry is not an object"
     dtype = entry.get("dtype")
-    if dtype not in DTYPE_BITS:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         return f"tensor '{name}': unknown dtype {dtype!r}"
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from peftdoctor import regular_file
@@ -18,7 +17,7 @@ def token_count(folder: Path) -> tuple[int, str] | None:
         if not path.is_file():
             continue
         try:
-            data = json.loads(regular_file.read_text(path))
+            data = regular_file.parse_json(regular_file.read_text(path))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
         count = _count(name, data)

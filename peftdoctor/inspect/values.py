@@ -1,7 +1,11 @@
 """Look at tensor values one at a time through a memory map (numpy, never torch).
 
 Floats are viewed as unsigned integers and tested with bit masks, so bf16 and
-fp8 need no special support and nothing is converted or copied.
+fp8 need no special support and nothing is converted. A tensor is read in chunks
+of CHUNK_BYTES, and the pages of each chunk are handed back to the kernel once
+it is tested (madvise DONTNEED; the map is read-only and file-backed, so nothing
+is lost), so memory stays at a few chunks whatever the tensor's size; `all_zero`
+stops at the first chunk that is not zero.
 """
 
 from __future__ import annotations
@@ -28,42 +32,56 @@ def numpy_available() -> bool:
     return find_spec("numpy") is not None
 
 
+CHUNK_BYTES = 4 << 20
+
+
 class ValueReader:
-    """Memory-maps one safetensors file; each call reads one tensor."""
+    """Memory-maps one safetensors file; each call reads one tensor, a chunk at a time."""
 
     def __init__(self, mapped: mmap.mmap):
         self._map = mapped
 
-    def _bits(self, tensor: TensorInfo):
+    def _chunks(self, tensor: TensorInfo, view: str):
+        """numpy views of consecutive pieces of `tensor` (as `view` elements), each released after use."""
         import numpy as np
 
-        view, _, _ = _FLOAT_BITS[tensor.dtype]
-        return np.frombuffer(self._map, dtype=view, count=tensor.numel, offset=tensor.start)
+        itemsize = np.dtype(view).itemsize
+        per_chunk = max(CHUNK_BYTES // itemsize, 1)
+        count = tensor.nbytes // itemsize
+        for first in range(0, count, per_chunk):
+            offset = tensor.start + first * itemsize
+            size = min(per_chunk, count - first)
+            yield np.frombuffer(self._map, dtype=view, count=size, offset=offset)
+            self._release(offset, offset + size * itemsize)
+
+    def _release(self, begin: int, end: int) -> None:
+        """Drop the whole pages of [begin, end) from this process (read again from the file if needed)."""
+        if not hasattr(self._map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        first = begin - begin % mmap.PAGESIZE
+        last = end - end % mmap.PAGESIZE
+        if last > first:
+            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def all_zero(self, tensor: TensorInfo) -> bool:
         """True when every element is +0 or -0 (peft's lora_B initialisation)."""
         if tensor.numel == 0:
             return False
         if tensor.dtype not in _FLOAT_BITS:
-            return not any(self._map[tensor.start:tensor.end])
-        _, _, magnitude = _FLOAT_BITS[tensor.dtype]
-        return not (self._bits(tensor) & magnitude).any()
+            return not any(chunk.any() for chunk in self._chunks(tensor, "u1"))
+        view, _, magnitude = _FLOAT_BITS[tensor.dtype]
+        return not any((chunk & magnitude).any() for chunk in self._chunks(tensor, view))
 
     def count_non_finite(self, tensor: TensorInfo) -> int:
         """How many elements are NaN or Inf (0 for integer dtypes)."""
         if tensor.numel == 0:
             return 0
         if tensor.dtype == "F8_E4M3":  # no Inf; NaN is S.1111.111
-            return int(((self._bits_u8(tensor) & 0x7F) == 0x7F).sum())
+            return sum(int(((chunk & 0x7F) == 0x7F).sum()) for chunk in self._chunks(tensor, "u1"))
         if tensor.dtype not in _FLOAT_BITS:
             return 0
-        _, exponent, _ = _FLOAT_BITS[tensor.dtype]
-        return int(((self._bits(tensor) & exponent) == exponent).sum())
-
-    def _bits_u8(self, tensor: TensorInfo):
-        import numpy as np
-
-        return np.frombuffer(self._map, dtype="u1", count=tensor.numel, offset=tensor.start)
+        view, exponent, _ = _FLOAT_BITS[tensor.dtype]
+        return sum(int(((chunk & exponent) == exponent).sum()) for chunk in self._chunks(tensor, view))
 
 
 @contextmanager

@@ -12,6 +12,7 @@ folder) has no region. In a notebook the region counts lines within the code cel
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -49,10 +50,19 @@ def _pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-") if part) or name
 
 
+def _quote_path(path: str) -> str:
+    """A path as a URI path: the file name's own bytes percent-encoded (a name that is not UTF-8 comes from
+    the OS as lone surrogates, which `quote` alone cannot encode)."""
+    try:
+        return quote(os.fsencode(path))
+    except UnicodeEncodeError:  # surrogates that stand for no byte: keep them visible, as escapes
+        return quote(path.encode("utf-8", "backslashreplace"))
+
+
 def _location(finding: Finding, root: Path) -> dict:
     relative = relative_path(finding.path, root)
     if relative is not None:
-        artifact = {"uri": quote(relative), "uriBaseId": "%SRCROOT%"}
+        artifact = {"uri": _quote_path(relative), "uriBaseId": "%SRCROOT%"}
     else:
         artifact = {"uri": Path(finding.path).resolve().as_uri()}
     physical: dict = {"artifactLocation": artifact}
