@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -96,6 +95,8 @@ class RunRecord:
 
     def save(self, notes: "_Notes | None", result) -> None:
         """Keep `result` with the inputs noted; nothing when one of them changed too recently to trust."""
+        import tempfile
+
         from peftdoctor.cache import finding_data
 
         if notes is None:
