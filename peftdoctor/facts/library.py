@@ -526,9 +526,19 @@ def _config_quantization(event, cls: str) -> str | None:
         bits = const_value(event.arg(0, "bits"), None)
         return f"{bits}-bit {method}" if isinstance(bits, int) else method
     for bits in (4, 8):
-        if any(v.kind == CONST and v.get("value") is True for v in event.kwargs.get(f"load_in_{bits}bit", ())):
+        if _true_flags(event, bits):
             return f"{bits}-bit bitsandbytes"
     return "4-bit bitsandbytes" if flagless_config(event) else None
+
+
+def _true_flags(event, bits: int) -> list[Value]:
+    """The literal True values a call's load_in_<bits>bit keyword holds (one per path)."""
+    return [v for v in event.kwargs.get(f"load_in_{bits}bit", ()) if v.kind == CONST and v.get("value") is True]
+
+
+def _quantizing_configs(event) -> list[Value]:
+    """The quantization configs passed as quantization_config that are known to quantize."""
+    return [v for v in event.kwargs.get("quantization_config", ()) if v.kind == QUANT_CONFIG and v.get("quantization")]
 
 
 def flagless_config(event) -> bool:
@@ -541,18 +551,15 @@ def flagless_config(event) -> bool:
 
 def flagless_quantization(event) -> bool:
     """A from_pretrained call whose only quantization is a flagless BitsAndBytesConfig (4-bit from 4.38 on)."""
-    configs = [v for v in event.kwargs.get("quantization_config", ()) if v.kind == QUANT_CONFIG]
-    return bool(configs) and load_quantization(event) == "4-bit bitsandbytes" and all(
-        v.get("flagless") for v in configs if v.get("quantization")) and not any(
-        v.kind == CONST and v.get("value") is True for bits in (4, 8) for v in event.kwargs.get(f"load_in_{bits}bit", ()))
+    configs = _quantizing_configs(event)
+    return bool(configs) and all(v.get("flagless") for v in configs) and not (_true_flags(event, 4)
+                                                                             or _true_flags(event, 8))
 
 
 def quantized_by_default(event) -> bool:
     """The load_in_* flag that quantizes is a config field's declared default (a config file may change it)."""
-    true = [v for bits in (4, 8) for v in event.kwargs.get(f"load_in_{bits}bit", ())
-            if v.kind == CONST and v.get("value") is True]
-    configs = [v for v in event.kwargs.get("quantization_config", ())
-               if v.kind == QUANT_CONFIG and v.get("quantization")]
+    true = [*_true_flags(event, 4), *_true_flags(event, 8)]
+    configs = _quantizing_configs(event)
     return bool(true or configs) and all(v.get("default") for v in (*true, *configs))
 
 
@@ -560,16 +567,15 @@ def load_quantization(event) -> str | None:
     """How a from_pretrained call quantizes the weights on some path ('4-bit bitsandbytes'); None
     when no path certainly does (a config that is not known here counts as none)."""
     for bits in (4, 8):
-        if any(v.kind == CONST and v.get("value") is True for v in event.kwargs.get(f"load_in_{bits}bit", ())):
+        if _true_flags(event, bits):
             return f"{bits}-bit bitsandbytes"
-    for value in event.kwargs.get("quantization_config", ()):
-        if value.kind == QUANT_CONFIG and value.get("quantization"):
-            return value.get("quantization")
-    return None
+    configs = _quantizing_configs(event)
+    return configs[0].get("quantization") if configs else None
 
 
 def quantization_optional(event) -> bool:
-    """Some path reaches the call without quantizing: no flag or config, or one that quantizes nothing."""
+    """Some path reaches the call without quantizing: no flag or config at all, or a flag or config that is
+    None or False on some path."""
     flags = [event.kwargs.get(key) for key in ("load_in_4bit", "load_in_8bit", "quantization_config")]
     if not any(flags):
         return True
