@@ -82,12 +82,19 @@ class LocalCalls:
             return None
         found = find_method(cls, method)
         if found is None:
-            return None
+            return self._call_stored_callable(receiver, method, event, env) if bound is not None else None
         owner_cls, fn = found
         fn_value = Value(FUNCTION, fn, cls=owner_cls, interp=owner_cls.get("interp"))
         if bound is None and not (_decorated(fn, "staticmethod") or _decorated(fn, "classmethod")):
             return self.call_function(fn_value, event, env, skip_self=False)
         return self.call_function(fn_value, event, env, bound_self=bound)
+
+    def _call_stored_callable(self, instance: Value, name: str, event, env: Env) -> Values | None:
+        """`self.step_fn(...)` where `self.step_fn = train_lora` was stored: the stored function or class is
+        called (unbound, as Python does for a function held in an instance attribute)."""
+        stored = self.read_field(instance, name)
+        callables = tuple(v for v in stored or () if v.kind in (FUNCTION, CLASS))
+        return self.call_local(callables, event, env) if callables else None
 
     def instantiate(self, cls: Value, event, env: Env) -> Values:
         """`MyClass(...)`: a local subclass of a library class acts as that class; else an instance."""

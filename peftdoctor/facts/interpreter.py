@@ -551,7 +551,26 @@ class Interpreter(LocalCalls):
                 items = base[0].get("items")
                 if -len(items) <= index < len(items):
                     return items[index]
+            dispatched = self._dispatch_entry(base, index)
+            if dispatched:
+                return dispatched
         return library.item_of(base)
+
+    def _dispatch_entry(self, base: Values, key) -> Values:
+        """`HANDLERS[name]` on a dict literal of the project's functions or classes (a dispatch table):
+        the entry a known key names, else every entry, since the key picks one at run time."""
+        tables = [v for v in base if v.kind == CONST and v.get("entries") and v.get("complete")]
+        if len(tables) != len(base) or not tables:
+            return ()
+        picked = []
+        for table in tables:
+            entries = table.get("entries")
+            chosen = [entries[key]] if isinstance(key, str) and key in entries else list(entries.values())
+            resolved = [self._resolve_locals(values) for values in chosen]
+            if not all(v.kind in (FUNCTION, CLASS) for values in resolved for v in values):
+                return ()
+            picked.extend(resolved)
+        return union(*picked)
 
     def eval_call(self, node: cst.Call, env: Env) -> Values:
         func = node.func

@@ -203,6 +203,7 @@ class _Index:
         library_names = _names_from_libraries(tree)
         words = {name: set(WORD.findall("".join(self.lines[start - 1:end])))  # the names each one uses
                  for name, (_, start, end) in self.definitions.items()}
+        imported = _with_tables_of(tree, self.lines, imported)
         self.using_imported = {name for name in self.definitions if imported and words[name] & imported}
         if imported:  # a caller: what uses the checked files' code, and the helpers that uses
             self.kept = set(self.using_imported)
@@ -245,6 +246,21 @@ class _Index:
 
 
 MODELLED_TOPS = ("transformers", "peft", "trl")
+
+
+def _with_tables_of(tree: ast.Module, lines: list[str], imported: set[str]) -> set[str]:
+    """A caller's imported names plus the top-level names bound from them (`HANDLERS = {"lora": train_lora}`),
+    so the code that calls through such a table is kept as a caller too."""
+    if not imported:
+        return imported
+    names = set(imported)
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            used = set(WORD.findall("".join(lines[node.lineno - 1:node.end_lineno])))
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if used & names:
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
 
 
 def _names_from_libraries(tree: ast.Module) -> set[str]:
