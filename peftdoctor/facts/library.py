@@ -190,7 +190,7 @@ def _task_of_class(class_name: str):
 
 def _model_values(values: Values | None) -> list[Value]:
     """Values that may be a model: a parameter too, so a helper that trains its argument is seen."""
-    return [v for v in values or () if v.kind in (BASE_MODEL, PEFT_MODEL, PARAM)]
+    return [v for v in values or () if v.kind in (BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL, PARAM)]
 
 
 # ---------------------------------------------------------------- named calls
@@ -203,6 +203,10 @@ def call_named(interp, event, env) -> Values:
     if name in TOKEN_ADDING_HELPERS:
         return _setup_chat_format(interp, event, env)
     if top == "diffusers":
+        if last in FP32_TRAINABLE_CASTS:
+            if possible_dtypes(event.arg(1, "dtype")) - {"float32"} and event.arg(1, "dtype"):
+                return unknown()
+            return _mark_models(interp, env, _models_listed(interp, event, env), kinds=(DIFFUSERS_MODEL,), casted=True)
         return _diffusers_call(event, parts)
     if top in ("transformers", "trl"):
         result = _transformers_call(interp, event, env, parts)
@@ -670,6 +674,19 @@ DIFFUSERS_LORA_LOADERS = {"load_lora_weights": (None, 1), "load_lora_adapter": (
 LOAD_STATE_HOOKS = ("register_load_state_pre_hook",)
 
 
+# diffusers' cast of the trainable parameters of a model (or a list of models) to float32 (diffusers >= 0.26)
+FP32_TRAINABLE_CASTS = ("cast_training_params",)
+
+
+def _models_listed(interp, event, env) -> Values:
+    """The first argument's models: `f(unet)` or `f([unet, text_encoder])`."""
+    first = event.node.args[0].value if event.node.args and event.node.args[0].keyword is None else None
+    if isinstance(first, (cst.List, cst.Tuple)):  # names only: evaluating a call again would run it twice
+        return union(*(interp.eval(element.value, env) for element in first.elements
+                       if isinstance(element.value, (cst.Name, cst.Attribute))))
+    return event.arg(0, "model") or ()
+
+
 def _diffusers_call(event, parts) -> Values:
     """`UNet2DConditionModel.from_pretrained(...)` / `(...)`: a diffusers model with no adapter yet;
     `StableDiffusionPipeline.from_pretrained(..., unet=unet)`: a pipeline holding the models passed in."""
@@ -681,7 +698,9 @@ def _diffusers_call(event, parts) -> Values:
         passed = union(*(event.kwargs.get(key, ()) for key in DIFFUSERS_COMPONENTS))
         return (Value(DIFFUSERS_MODEL, event.node, class_name=cls, adapters=(), models=passed),)
     if "Model" in cls or "Transformer" in cls or "UNet" in cls:
-        return (Value(DIFFUSERS_MODEL, event.node, class_name=cls, adapters=(), models=()),)
+        loaded_as = possible_dtypes(event.arg(None, "torch_dtype") or event.arg(None, "dtype"))
+        return (Value(DIFFUSERS_MODEL, event.node, class_name=cls, adapters=(), models=(),
+                      fp16_at=event.node if "float16" in loaded_as else None),)
     return unknown()
 
 
@@ -690,9 +709,54 @@ def _add_diffusers_adapter(interp, event, env, model: Value) -> Values:
     name = const_value(event.arg(1, "adapter_name"), None) if event.arg(1, "adapter_name") else "default"
     if not isinstance(name, str):
         return unknown()
+    fresh_adapter_in_fp16 = {"casted": False} if model.get("fp16_at") is not None else {}  # made in the base dtype
     interp.mutate(env, model, model.derive(adapters=(*model.get("adapters"), name),
-                                           adapter_at=model.get("adapter_at") or event.node))
+                                           adapter_at=model.get("adapter_at") or event.node, **fresh_adapter_in_fp16))
     return unknown()
+
+
+def _diffusers_method(interp, event, env, model: Value, method: str) -> Values:
+    """A diffusers model's own methods: add_adapter, its parameters, and casts (in place, as nn.Module's are)."""
+    if method == "add_adapter":
+        return _add_diffusers_adapter(interp, event, env, model)
+    if method in ("parameters", "named_parameters"):
+        return (Value(PARAMS, event.node, model=(model,), modules=False),)
+    dtypes = _cast_dtypes(event, method)
+    if dtypes:
+        fp16_at = event.node if "float16" in dtypes else None
+        new = model.derive(fp16_at=fp16_at, casted=dtypes == {"float32"} or (fp16_at is None and model.get("casted")))
+        _change_held(interp, env, model, new, event.node.func.value)
+        return (new,)
+    return (model,) if method in SELF_RETURNING else unknown()
+
+
+def _cast_dtypes(event, method: str) -> set[str]:
+    """The dtypes `.half()` / `.float()` / `.to(..., dtype=...)` may cast to (empty: not a cast)."""
+    if method in ("half", "float", "bfloat16"):
+        return {{"half": "float16", "float": "float32", "bfloat16": "bfloat16"}[method]}
+    if method != "to":
+        return set()
+    given = [event.kwargs.get("dtype"), *event.args]
+    found = set()
+    for values in given:
+        dtypes = possible_dtypes(values)
+        if dtypes - {"unknown"}:
+            found |= dtypes
+    return found - {"unknown"} if found - {"unknown"} else set()
+
+
+def possible_dtypes(values: Values | None) -> set[str]:
+    """Every dtype some path may give ('unknown' for a path not known here): `weight_dtype` set to
+    torch.float16 under `if accelerator.mixed_precision == "fp16":` may be float16."""
+    found = set()
+    for value in values or ():
+        name = None
+        if value.kind == REF and value.get("qualname", "").startswith("torch."):
+            name = DTYPE_NAMES.get(value.get("qualname").split(".")[-1])
+        elif value.kind == CONST and isinstance(value.get("value"), str):
+            name = DTYPE_NAMES.get(value.get("value").lower().replace("torch.", ""))
+        found.add(name or "unknown")
+    return found
 
 
 # --------------------------------------------------------------- method calls
@@ -748,10 +812,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
             interp, env, value.get("trained"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method], mode_at=event.node)
         interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed
         return unknown()
-    if kind == DIFFUSERS_MODEL and method == "add_adapter":
-        return _add_diffusers_adapter(interp, event, env, value)
-    if kind == DIFFUSERS_MODEL and method in SELF_RETURNING:
-        return (value,)
+    if kind == DIFFUSERS_MODEL:
+        return _diffusers_method(interp, event, env, value, method)
     if kind == ACCELERATOR:
         if method == "unwrap_model":  # the model itself; only diffusers models are followed through it
             return tuple(v for v in event.arg(0, "model") or () if v.kind == DIFFUSERS_MODEL) or unknown()

@@ -78,6 +78,8 @@ FIELDS = frozenset({
     "padding_side", "padded",
     # diffusers models: the adapter names add_adapter gave them, and the add_adapter call that gave the first
     "adapters", "adapter_at",
+    # diffusers models: the cast or load that may make them float16 (None: not float16 on any path)
+    "fp16_at",
 })
 
 

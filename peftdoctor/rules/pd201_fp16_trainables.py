@@ -1,7 +1,7 @@
 """PD201: fp16 trainable parameters under fp16 mixed precision (AMP with a GradScaler)."""
 
 from peftdoctor.facts.library import HEAD_TASK_TYPES, NOT_LITERAL
-from peftdoctor.facts.values import MISSING, PEFT_CONFIG, PEFT_MODEL, all_of
+from peftdoctor.facts.values import DIFFUSERS_MODEL, MISSING, PEFT_CONFIG, PEFT_MODEL, all_of
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
 from peftdoctor.rules.training import training_uses
@@ -30,8 +30,43 @@ def fp16_trainable_reasons(value, peft_version) -> list[str]:
     return reasons
 
 
+def _fp16_diffusers_adapters(facts, use):
+    """(model, cast node) for each diffusers model trained here with an adapter that may be float16:
+    add_adapter makes the LoRA weights in the base weights' dtype (peft >= 0.6) and does not upcast them
+    as get_peft_model does, so a cast to float16 before or after it leaves fp16 trainables unless
+    cast_training_params (or a float32 loop) runs after the adapter is added."""
+    recast = {id(v.node) for v in use.models if v.kind == DIFFUSERS_MODEL and v.get("casted")}  # on some path:
+    for value in use.models:  # `if mixed_precision == "fp16": cast_training_params(...)` is the fix itself
+        if value.kind == DIFFUSERS_MODEL and value.get("adapters") and value.get("fp16_at") is not None \
+                and id(value.node) not in recast and not value.get("maybe"):
+            yield value, value.get("fp16_at")
+
+
+def _diffusers_findings(facts, reported):
+    for use in training_uses(facts):
+        if not (use.fp16_amp or use.fp16_amp_choice):
+            continue
+        for value, cast in _fp16_diffusers_adapters(facts, use):
+            node, _ = local_anchor(facts, cast)
+            if node is None or id(node) in reported:
+                continue
+            reported.add(id(node))
+            when = "" if use.fp16_amp else "when the run's mixed precision is fp16 (it comes from its settings), "
+            yield finding(
+                facts, node, CODE,
+                f"{when}{value.get('class_name')} with its LoRA adapter (add_adapter at "
+                f"{facts.where(value.get('adapter_at'))}) may be float16 here and is trained under fp16 mixed "
+                f"precision ({use.how} at {facts.where(use.node)}): add_adapter makes the LoRA weights in the "
+                "model's dtype and nothing casts them back, so the GradScaler fails with 'Attempting to unscale "
+                "FP16 gradients'",
+                "after add_adapter, cast the trainable parameters to float32: "
+                "diffusers.training_utils.cast_training_params(model, dtype=torch.float32)",
+            )
+
+
 def check(facts, ctx):
     reported = set()
+    yield from _diffusers_findings(facts, reported)
     for use in training_uses(facts):
         if not use.fp16_amp or not all_of(use.models, PEFT_MODEL):
             continue

@@ -20,6 +20,7 @@ from peftdoctor.facts.values import (
     TRAINER,
     TRAINING_ARGS,
     BASE_MODEL,
+    DIFFUSERS_MODEL,
     PARAM,
     Values,
     const_value,
@@ -28,7 +29,7 @@ from peftdoctor.facts.values import (
 
 
 # What can be trained: a model, or a function's parameter (a helper that trains what it is given).
-MODEL_KINDS = (PEFT_MODEL, BASE_MODEL, PARAM)
+MODEL_KINDS = (PEFT_MODEL, BASE_MODEL, DIFFUSERS_MODEL, PARAM)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainingUse:
     how: str  # "trainer.train()", "optimizer", "model.train()", "accelerator.prepare()"
     fp16_amp: bool  # fp16 autocast with loss scaling is on for certain
     scope: object = None  # the function (or module) where the training happens
+    fp16_amp_choice: bool = False  # accelerate's mixed precision comes from the run's settings: may be fp16
 
 
 def _trainer_fp16(trainer) -> bool:
@@ -73,7 +75,7 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
             models = union(*[tuple(v for v in values if v.kind in MODEL_KINDS) for values in event.args])
             if models:
                 uses.append(TrainingUse(event.node, models, "accelerator.prepare()", precision == {"fp16"},
-                                        event.scope))
+                                        event.scope, fp16_amp_choice=bool(precision) and precision <= {"fp16", None}))
     return uses
 
 
