@@ -111,7 +111,7 @@ TIED_LAYER_NAMES = ("lm_head", "embed_tokens", "wte")
 # A module of the project that mentions none of these cannot change what a rule sees; it is
 # read for the names it exports only when it does (or when it is a package __init__, for re-exports).
 RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "okenizer",
-                  "resize_token_embeddings", "bitsandbytes", "unsloth")
+                  "resize_token_embeddings", "bitsandbytes", "unsloth", "diffusers", "accelerate")
 # Inside such a module, a function or class is read only when its own text mentions one of these
 # (what creates, wraps, trains, saves, merges a model, or adds tokens), or it derives from a library class.
 RELEVANT_IN_DEFINITIONS = (
@@ -802,6 +802,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         dumped = config_dump(interp, (value,), event.node.func.value, env)
         if dumped[0].kind == CONST:
             return dumped
+    if kind == SELF and method in CAST_METHODS and value.get("cls") is not None:
+        return _cast_held_models(interp, event, env, value, method)
     if kind == SELF and value.get("cls") is not None:  # `self.tokenizer(...)`: a call of what the field holds
         held = interp.read_field(value, method) or ()
         return union(*(call_value(interp, v, event) for v in held)) if held else unknown()
@@ -825,6 +827,38 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     if kind == OPTIMIZER and method == "add_param_group" and value.get("wrapped_after") is not None:
         interp.mutate(env, value, value.derive(wrapped_after=None))  # the adapter's parameters may be added
     return unknown()
+
+
+CAST_METHODS = ("to", "half", "float", "bfloat16")
+
+
+def _cast_held_models(interp, event, env, instance: Value, method: str) -> Values:
+    """`wrapper.to(dtype=...)` on a module of the project: nn.Module casts every submodule, so the models its
+    fields hold are cast with it (the instance, now holding the cast models, is what the call returns)."""
+    state = instance.get("state") or {}
+    changed = {}
+    for field, values in state.items():
+        if not any(v.kind in (BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL) for v in values):
+            continue
+        cast = []
+        for value in values:
+            result = _method_of(interp, event, env, value, method) if value.kind in (
+                BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL) else (value,)
+            cast.extend(r for r in result if r.kind == value.kind) if any(
+                r.kind == value.kind for r in result) else cast.append(value)
+        changed[field] = tuple(cast)
+    if not changed:
+        return (instance,)
+    new = instance.derive(state={**state, **changed})
+    interp.mutate(env, instance, new)
+    return (new,)
+
+
+def held_models(values: Values) -> Values:
+    """The models that instances of the project's classes hold in their fields (`self.unet = unet`)."""
+    return union(*(tuple(v for held in (value.get("state") or {}).values() for v in held
+                         if v.kind in (BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL))
+                   for value in values if value.kind == SELF))
 
 
 def _dataclass_types(parser: Value) -> list[Value]:

@@ -105,13 +105,13 @@ class ModuleReader:
         return found
 
     def _defines_relevant(self, module: Path, name: str) -> bool:
-        """`name` is a function of that checked module that can matter: its callers pass it values.
-        (A class imported from it is instantiated or subclassed; its methods are walked there.)"""
+        """`name` is a function or class of that checked module that can matter: its callers pass it values,
+        and what they do with an instance (cast it, hand it to accelerate) happens only there."""
         index = self._index(module)
         if index is None:
             return False
         found = index.definitions.get(name)
-        return found is not None and isinstance(found[0], (ast.FunctionDef, ast.AsyncFunctionDef)) \
+        return found is not None and isinstance(found[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
             and name in index.kept
 
     def parsed(self, path: Path) -> ParsedModule | None:

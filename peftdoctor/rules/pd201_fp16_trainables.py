@@ -1,6 +1,6 @@
 """PD201: fp16 trainable parameters under fp16 mixed precision (AMP with a GradScaler)."""
 
-from peftdoctor.facts.library import HEAD_TASK_TYPES, NOT_LITERAL
+from peftdoctor.facts.library import HEAD_TASK_TYPES, NOT_LITERAL, held_models
 from peftdoctor.facts.values import DIFFUSERS_MODEL, MISSING, PEFT_CONFIG, PEFT_MODEL, all_of
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
@@ -30,24 +30,47 @@ def fp16_trainable_reasons(value, peft_version) -> list[str]:
     return reasons
 
 
+def _diffusers_versions(facts) -> dict[int, list]:
+    """Every state of each diffusers model the file's calls see, by the call that made the model: a cast
+    after `accelerator.prepare(unet)` (which returns the same module) still changes what is trained."""
+    def collect(facts):
+        versions = {}
+        for event in facts.events:
+            for values in (event.receiver, *event.args, event.result):
+                for value in (*values, *held_models(values)):
+                    if value.kind == DIFFUSERS_MODEL:
+                        versions.setdefault(id(value.node), []).append(value)
+        return versions
+    return facts.derived("diffusers_versions", collect)
+
+
 def _fp16_diffusers_adapters(facts, use):
-    """(model, cast node) for each diffusers model trained here with an adapter that may be float16:
-    add_adapter makes the LoRA weights in the base weights' dtype (peft >= 0.6) and does not upcast them
-    as get_peft_model does, so a cast to float16 before or after it leaves fp16 trainables unless
-    cast_training_params (or a float32 loop) runs after the adapter is added."""
-    recast = {id(v.node) for v in use.models if v.kind == DIFFUSERS_MODEL and v.get("casted")}  # on some path:
-    for value in use.models:  # `if mixed_precision == "fp16": cast_training_params(...)` is the fix itself
-        if value.kind == DIFFUSERS_MODEL and value.get("adapters") and value.get("fp16_at") is not None \
-                and id(value.node) not in recast and not value.get("maybe"):
-            yield value, value.get("fp16_at")
+    """Each diffusers model trained here whose adapter may be float16, with a state of it that says so:
+    add_adapter makes the LoRA weights in the base weights' dtype and does not upcast them as get_peft_model
+    does, so a cast to float16 before or after it leaves fp16 trainables unless cast_training_params (or a
+    float32 loop) runs after the adapter is added; on some path is enough, since diffusers' own scripts run
+    it under `if mixed_precision == "fp16":`."""
+    versions = _diffusers_versions(facts)
+    seen = set()
+    for model in (*use.models, *use.held):
+        if model.kind != DIFFUSERS_MODEL or id(model.node) in seen:
+            continue
+        seen.add(id(model.node))
+        states = [model, *versions.get(id(model.node), ())]
+        if any(state.get("casted") for state in states):
+            continue
+        for state in states:
+            if state.get("adapters") and state.get("fp16_at") is not None and not state.get("maybe"):
+                yield state
+                break
 
 
 def _diffusers_findings(facts, reported):
     for use in training_uses(facts):
         if not (use.fp16_amp or use.fp16_amp_choice):
             continue
-        for value, cast in _fp16_diffusers_adapters(facts, use):
-            node, _ = local_anchor(facts, cast)
+        for value in _fp16_diffusers_adapters(facts, use):
+            node, _ = local_anchor(facts, value.get("fp16_at"))
             if node is None or id(node) in reported:
                 continue
             reported.add(id(node))

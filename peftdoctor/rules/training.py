@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from peftdoctor.facts import Facts
+from peftdoctor.facts.library import held_models
 from peftdoctor.facts.values import (
     ACCELERATOR,
     OPTIMIZER,
@@ -40,6 +41,7 @@ class TrainingUse:
     fp16_amp: bool  # fp16 autocast with loss scaling is on for certain
     scope: object = None  # the function (or module) where the training happens
     fp16_amp_choice: bool = False  # accelerate's mixed precision comes from the run's settings: may be fp16
+    held: Values = ()  # models held by the project's own modules that are trained (`accelerator.prepare(wrapper)`)
 
 
 def _trainer_fp16(trainer) -> bool:
@@ -73,9 +75,11 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
         if event.method == "prepare" and any(r.kind == ACCELERATOR for r in event.receiver) and facts.has_backward():
             precision = {r.get("mixed_precision") for r in event.receiver if r.kind == ACCELERATOR}
             models = union(*[tuple(v for v in values if v.kind in MODEL_KINDS) for values in event.args])
-            if models:
+            held = union(*[held_models(values) for values in event.args])
+            if models or held:
                 uses.append(TrainingUse(event.node, models, "accelerator.prepare()", precision == {"fp16"},
-                                        event.scope, fp16_amp_choice=bool(precision) and precision <= {"fp16", None}))
+                                        event.scope, fp16_amp_choice=bool(precision) and precision <= {"fp16", None},
+                                        held=held))
     return uses
 
 
