@@ -33,6 +33,7 @@ class ModuleReader:
         self._texts: dict[Path, str] = dict(texts or {})
         self._whole = whole
         self._callers: dict[Path, set[str]] = {}  # caller -> names it imports from the checked files
+        self._caller_classes: dict[Path, set[str]] = {}  # caller -> which of those names are classes
         self._indexes: dict[Path, "_Index | None"] = {}
         self._trees: dict[Path, tuple] = {}
         self._relevant_functions: dict[Path, set | None] = {}
@@ -85,7 +86,8 @@ class ModuleReader:
                     continue
             except OSError:
                 continue
-            names = set()
+            names, classes = set(), set()
+            script = _is_script(self._read_source(path))
             for level, module, imported in import_statements(self._read_source(path)):
                 if module is None and level == 0:  # `import a.b as c`: the names are modules
                     for name, local in imported:
@@ -97,22 +99,31 @@ class ModuleReader:
                     found_in = target
                     if target is None or target.name == "__init__.py":
                         found_in = resolve(path, f"{module}.{name}" if module else name, level) or target
-                    if found_in in self._whole and (found_in != target or self._defines_relevant(found_in, name)):
+                    if found_in in self._whole and (found_in != target or self._defines_relevant(found_in, name, script)):
                         names.add(local)
+                        if found_in == target and self._is_class(found_in, name):
+                            classes.add(local)
             if names:
                 self._callers[path] = names
+                self._caller_classes[path] = classes
                 found.append(path)
         return found
 
-    def _defines_relevant(self, module: Path, name: str) -> bool:
-        """`name` is a function or class of that checked module that can matter: its callers pass it values,
-        and what they do with an instance (cast it, hand it to accelerate) happens only there."""
+    def _is_class(self, module: Path, name: str) -> bool:
+        index = self._index(module)
+        found = index.definitions.get(name) if index is not None else None
+        return found is not None and isinstance(found[0], ast.ClassDef)
+
+    def _defines_relevant(self, module: Path, name: str, script: bool) -> bool:
+        """`name` is a function of that checked module that can matter (its callers pass it values), or, for a
+        script, a class: what a script does with an instance (cast it, hand it to accelerate, train it)
+        happens only there. A library module importing a class mostly checks or subclasses it."""
         index = self._index(module)
         if index is None:
             return False
         found = index.definitions.get(name)
-        return found is not None and isinstance(found[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-            and name in index.kept
+        kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef) if script else (ast.FunctionDef, ast.AsyncFunctionDef)
+        return found is not None and isinstance(found[0], kinds) and name in index.kept
 
     def parsed(self, path: Path) -> ParsedModule | None:
         """The parsed module (whole, or its relevant part), or None when it cannot be read or parsed."""
@@ -185,13 +196,17 @@ class ModuleReader:
                 not any(word in source for word in RELEVANT_WORDS):
             return None
         read = self.source_and_tree(path)
-        return _Index(read[0], read[1], self._callers.get(path, frozenset())) if read is not None else None
+        return _Index(read[0], read[1], self._callers.get(path, frozenset()),
+                      self._caller_classes.get(path, frozenset())) if read is not None else None
 
 
 class _Index:
     """What Python's parser tells about a module read for its names: which to keep."""
 
-    def __init__(self, source: str, tree: ast.Module, imported: set[str] = frozenset()):
+    def __init__(self, source: str, tree: ast.Module, imported: set[str] = frozenset(),
+                 classes: set[str] = frozenset()):
+        """`imported`: a caller's names from the checked files; `classes`: those that are classes, whose
+        users are kept only when they also do something the facts model (train, cast, save, ...)."""
         self.source = source
         self.lines = source.splitlines(keepends=True)
         self.using_imported_known = bool(imported)  # `imported`: a caller's names from the checked files
@@ -204,7 +219,10 @@ class _Index:
         words = {name: set(WORD.findall("".join(self.lines[start - 1:end])))  # the names each one uses
                  for name, (_, start, end) in self.definitions.items()}
         imported = _with_tables_of(tree, self.lines, imported)
-        self.using_imported = {name for name in self.definitions if imported and words[name] & imported}
+        functions = imported - classes
+        self.using_imported = {name for name, (_, start, end) in self.definitions.items()
+                               if words[name] & functions
+                               or (words[name] & classes and self._mentions_relevant(start, end))}
         if imported:  # a caller: what uses the checked files' code, and the helpers that uses
             self.kept = set(self.using_imported)
         else:
@@ -282,6 +300,11 @@ def _derives_from(node: ast.ClassDef, names: set[str]) -> bool:
         if isinstance(base, ast.Name) and base.id in names:
             return True
     return False
+
+
+def _is_script(source: str) -> bool:
+    """A file run as a program (`if __name__ == "__main__":`): where a project's objects are put to work."""
+    return "__main__" in source and "__name__" in source
 
 
 def _imports_one_of(source: str, stems: set[str]) -> bool:
