@@ -3,6 +3,7 @@
 from peftdoctor.facts.values import PARAM, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
+from peftdoctor.rules.pd102_peft_on_peft import IGNORES, trl_behaviour
 from peftdoctor.rules.training import training_uses
 
 CODE = "PD103"
@@ -39,13 +40,23 @@ def _trained_values(facts, uses):
                     yield value, (lambda fn=fn, where=where: f"in {fn.name.value}(), {where()}")
 
 
+def _trains_a_new_adapter(ctx, facts, use) -> bool:
+    """A trainer given peft_config= that, on the project's trl, wraps, merges or refuses a PeftModel (PD102):
+    what it trains is a fresh adapter from that config, not the loaded one. Not known (None): silent too."""
+    trainer = use.trainer
+    if trainer is None or trainer.get("peft_config") is None:
+        return False
+    return trl_behaviour(trainer.get("class_name"), ctx.version("trl", facts).version) != IGNORES
+
+
 def _describer(facts, use):
     return lambda: f"{use.how} at {facts.where(use.node)}"
 
 
 def check(facts, ctx):
     reported = set()
-    for value, describe_use in _trained_values(facts, training_uses(facts)):  # some path is enough
+    uses = [use for use in training_uses(facts) if not _trains_a_new_adapter(ctx, facts, use)]
+    for value, describe_use in _trained_values(facts, uses):  # some path is enough
         if not _frozen(value):
             continue
         where = describe_use()

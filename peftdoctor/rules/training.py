@@ -38,6 +38,7 @@ class TrainingUse:
     how: str  # "trainer.train()", "optimizer", "model.train()", "accelerator.prepare()"
     fp16_amp: bool  # fp16 autocast with loss scaling is on for certain
     scope: object = None  # the function (or module) where the training happens
+    trainer: object = None  # the trainer value, for trainer.train()
 
 
 def _trainer_fp16(trainer) -> bool:
@@ -57,7 +58,7 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
             for receiver in event.receiver:
                 if receiver.kind == TRAINER:
                     uses.append(TrainingUse(event.node, receiver.get("trained") or (), "trainer.train()",
-                                            _trainer_fp16(receiver), event.scope))
+                                            _trainer_fp16(receiver), event.scope, receiver))
             models = tuple(v for v in event.receiver if v.kind in MODEL_KINDS)
             mode = const_value(event.arg(0, "mode"), True) if event.args or event.kwargs else True
             if models and mode is True and facts.has_backward(event.scope):
