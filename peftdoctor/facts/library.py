@@ -516,6 +516,10 @@ def _tied_embeddings(event, cls: str):
 # unquantized). Measured on 5.24: Linear4bit layers.
 FLAGLESS_BNB_CONFIG_IS_4BIT_FROM = (4, 38)
 
+# PeftModel.from_pretrained loads an adapter frozen (is_trainable=False, inference mode) from peft 0.3.0 on; 0.1
+# and 0.2 had no is_trainable and left the LoRA weights trainable (peft_model.py and tuners/lora.py of v0.2.0).
+FROM_PRETRAINED_FROZEN_FROM = (0, 3)
+
 
 def _config_quantization(event, cls: str) -> str | None:
     """What a quantization config does to the weights: '4-bit bitsandbytes' when a load_in_* flag is True

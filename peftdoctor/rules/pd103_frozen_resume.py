@@ -1,5 +1,6 @@
 """PD103: an adapter loaded for inference (frozen) is then trained."""
 
+from peftdoctor.facts.library import FROM_PRETRAINED_FROZEN_FROM
 from peftdoctor.facts.values import PARAM, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
@@ -61,6 +62,8 @@ def check(facts, ctx):
             continue
         where = describe_use()
         if value.get("via") in ("from_pretrained", "auto"):
+            if ctx.version("peft", facts).below(*FROM_PRETRAINED_FROZEN_FROM):
+                continue  # loaded trainable
             origin, elsewhere = local_anchor(facts, value.node)
             if origin is None or id(origin) in reported:
                 continue
