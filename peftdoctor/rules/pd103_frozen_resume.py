@@ -1,5 +1,7 @@
 """PD103: an adapter loaded for inference (frozen) is then trained."""
 
+import libcst as cst
+
 from peftdoctor.facts.library import FROM_PRETRAINED_FROZEN_FROM
 from peftdoctor.facts.values import PARAM, PEFT_MODEL
 from peftdoctor.registry import Rule, register
@@ -50,6 +52,14 @@ def _trains_a_new_adapter(ctx, facts, use) -> bool:
     return trl_behaviour(trainer.get("class_name"), ctx.version("trl", facts).version) != IGNORES
 
 
+def _asked_frozen(facts, value) -> bool:
+    """A call of the project's own loader that returns this adapter passes `is_trainable=False` as written: the
+    caller chose it frozen (to train something next to it), unlike a loader's default it never saw."""
+    return any(event.callees and any(v.node is value.node for v in event.result) and any(
+        arg.keyword is not None and arg.keyword.value == "is_trainable" and isinstance(arg.value, cst.Name)
+        and arg.value.value == "False" for arg in event.node.args) for event in facts.events)
+
+
 def _describer(facts, use):
     return lambda: f"{use.how} at {facts.where(use.node)}"
 
@@ -62,8 +72,8 @@ def check(facts, ctx):
             continue
         where = describe_use()
         if value.get("via") in ("from_pretrained", "auto"):
-            if ctx.version("peft", facts).below(*FROM_PRETRAINED_FROZEN_FROM):
-                continue  # loaded trainable
+            if ctx.version("peft", facts).below(*FROM_PRETRAINED_FROZEN_FROM) or _asked_frozen(facts, value):
+                continue  # loaded trainable, or frozen on purpose
             origin, elsewhere = local_anchor(facts, value.node)
             if origin is None or id(origin) in reported:
                 continue
