@@ -9,7 +9,7 @@ from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, finding
 
 CODE = "PD104"
 FORWARDS = ("generate", "forward", "__call__")  # a use meant as "the base model's outputs"
-COUNTS = ("print_trainable_parameters", "get_nb_trainable_parameters")  # read the wrapper, change nothing
+INSPECTIONS = ("print_trainable_parameters", "get_nb_trainable_parameters", "print")  # read it, change nothing
 
 
 def _wrapped(values):
@@ -63,12 +63,12 @@ def _second_wraps(facts):
 
 def _unused_fresh_wrap(facts, wrap) -> bool:
     """The first wrap is get_peft_model (a fresh adapter, lora_B = 0) and its PeftModel is never used but to
-    count parameters: a second wrap that re-creates that adapter changes nothing anyone reads (measured: the
+    print it or count its parameters: a second wrap that re-creates that adapter changes nothing anyone reads (measured: the
     second wrapper trains as a first one would)."""
     if not any(event.node is wrap for event in facts.calls("peft.get_peft_model")):
         return False
     for event in facts.events:
-        if event.node is wrap or event.method in COUNTS:
+        if event.node is wrap or event.method in INSPECTIONS or event.name in INSPECTIONS:
             continue
         passed = (event.receiver, *event.args, *event.kwargs.values(), *event.unpacked)
         if any(v.kind == PEFT_MODEL and v.node is wrap for values in passed for v in values):
