@@ -355,7 +355,8 @@ class Interpreter(LocalCalls):
                 kept.append(Value(PEFT_MODEL, test, via="isinstance", base=(), config=(), trainable=None))
         else:
             kept = [v for v in values if v.kind != PEFT_MODEL]
-        env.names[key] = tuple(kept) or values
+        # no value passes the test: no path runs this branch; the name keeps its values, as `maybe` (no path)
+        env.names[key] = tuple(kept) or tuple(v.derive(maybe=True) for v in values)
 
     def assign(self, target, values: Values, env: Env) -> None:
         if isinstance(target, cst.Name):

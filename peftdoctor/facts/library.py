@@ -271,7 +271,7 @@ def _peft_call(interp, event, env, parts) -> Values:
     if last == "get_peft_model":
         _stale_optimizers(interp, env, event.arg(0, "model"), event.node)
         wrapped = _wrap(event, event.arg(0, "model"), event.arg(1, "peft_config"), "get_peft_model")
-        _wrapped_in_place(interp, env, event.arg(0, "model"), event.node)
+        _wrapped_in_place(interp, env, event.arg(0, "model"), event.node, event.arg(1, "peft_config"))
         return (wrapped,)
     if len(parts) >= 3 and last == "from_pretrained":
         cls = parts[-2]
@@ -394,9 +394,18 @@ def _prepare_for_kbit(interp, env, event) -> Values:
     return tuple(results) or unknown()
 
 
-def _wrapped_in_place(interp, env, base: Values | None, wrap_node) -> None:
+# peft's prompt-learning configs (PromptLearningConfig subclasses): their PeftModel keeps learned virtual tokens
+# in a prompt encoder beside the base model and injects nothing into its layers.
+PROMPT_LEARNING_CONFIGS = frozenset({"PromptTuningConfig", "MultitaskPromptTuningConfig", "PrefixTuningConfig",
+                                     "PromptEncoderConfig", "CPTConfig", "CartridgeConfig"})
+
+
+def _wrapped_in_place(interp, env, base: Values | None, wrap_node, config: Values | None = None) -> None:
     """A wrap injects the LoRA layers into the base model object itself: every name still holding
-    that object now holds a model that runs the adapter."""
+    that object now holds a model that runs the adapter. Not a prompt-learning config's wrap, which
+    leaves the base object's layers as they were."""
+    if config and all(c.kind == PEFT_CONFIG and c.get("peft_class") in PROMPT_LEARNING_CONFIGS for c in config):
+        return
     for value in base or ():
         if value.kind == BASE_MODEL:
             interp.mutate(env, value, value.derive(wrapped_by=wrap_node))
@@ -467,7 +476,7 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     if cls.endswith("Trainer") and cls == last:
         trainer = _trainer(interp, event, cls)
         if trainer.get("trained") is not trainer.get("model"):  # peft_config= wraps the base in place
-            _wrapped_in_place(interp, env, trainer.get("model"), event.node)
+            _wrapped_in_place(interp, env, trainer.get("model"), event.node, trainer.get("peft_config"))
         return (trainer,)
     if cls == "HfArgumentParser" and cls == last:
         return (Value(ARG_PARSER, event.node, items=list(event.arg(0, "dataclass_types") or ())),)
@@ -519,6 +528,10 @@ def _tied_embeddings(event, cls: str):
 # with no load_in_* flag set (quantizers/auto.py, from 4.38.0; before, modeling_utils loaded such a config
 # unquantized). Measured on 5.24: Linear4bit layers.
 FLAGLESS_BNB_CONFIG_IS_4BIT_FROM = (4, 38)
+
+# PeftModel.from_pretrained loads an adapter frozen (is_trainable=False, inference mode) from peft 0.3.0 on; 0.1
+# and 0.2 had no is_trainable and left the LoRA weights trainable (peft_model.py and tuners/lora.py of v0.2.0).
+FROM_PRETRAINED_FROZEN_FROM = (0, 3)
 
 
 def _config_quantization(event, cls: str) -> str | None:

@@ -1,8 +1,12 @@
 """PD103: an adapter loaded for inference (frozen) is then trained."""
 
+import libcst as cst
+
+from peftdoctor.facts.library import FROM_PRETRAINED_FROZEN_FROM
 from peftdoctor.facts.values import PARAM, PEFT_MODEL
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
+from peftdoctor.rules.pd102_peft_on_peft import IGNORES, trl_behaviour
 from peftdoctor.rules.training import training_uses
 
 CODE = "PD103"
@@ -39,17 +43,37 @@ def _trained_values(facts, uses):
                     yield value, (lambda fn=fn, where=where: f"in {fn.name.value}(), {where()}")
 
 
+def _trains_a_new_adapter(ctx, facts, use) -> bool:
+    """A trainer given peft_config= that, on the project's trl, wraps, merges or refuses a PeftModel (PD102):
+    what it trains is a fresh adapter from that config, not the loaded one. Not known (None): silent too."""
+    trainer = use.trainer
+    if trainer is None or trainer.get("peft_config") is None:
+        return False
+    return trl_behaviour(trainer.get("class_name"), ctx.version("trl", facts).version) != IGNORES
+
+
+def _asked_frozen(facts, value) -> bool:
+    """A call of the project's own loader that returns this adapter passes `is_trainable=False` as written: the
+    caller chose it frozen (to train something next to it), unlike a loader's default it never saw."""
+    return any(event.callees and any(v.node is value.node for v in event.result) and any(
+        arg.keyword is not None and arg.keyword.value == "is_trainable" and isinstance(arg.value, cst.Name)
+        and arg.value.value == "False" for arg in event.node.args) for event in facts.events)
+
+
 def _describer(facts, use):
     return lambda: f"{use.how} at {facts.where(use.node)}"
 
 
 def check(facts, ctx):
     reported = set()
-    for value, describe_use in _trained_values(facts, training_uses(facts)):  # some path is enough
+    uses = [use for use in training_uses(facts) if not _trains_a_new_adapter(ctx, facts, use)]
+    for value, describe_use in _trained_values(facts, uses):  # some path is enough
         if not _frozen(value):
             continue
         where = describe_use()
         if value.get("via") in ("from_pretrained", "auto"):
+            if ctx.version("peft", facts).below(*FROM_PRETRAINED_FROZEN_FROM) or _asked_frozen(facts, value):
+                continue  # loaded trainable, or frozen on purpose
             origin, elsewhere = local_anchor(facts, value.node)
             if origin is None or id(origin) in reported:
                 continue

@@ -9,6 +9,7 @@ from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, finding
 
 CODE = "PD104"
 FORWARDS = ("generate", "forward", "__call__")  # a use meant as "the base model's outputs"
+INSPECTIONS = ("print_trainable_parameters", "get_nb_trainable_parameters", "print")  # read it, change nothing
 
 
 def _wrapped(values):
@@ -60,6 +61,21 @@ def _second_wraps(facts):
                 yield event, trainer.get("model")
 
 
+def _unused_fresh_wrap(facts, wrap) -> bool:
+    """The first wrap is get_peft_model (a fresh adapter, lora_B = 0) and its PeftModel is never used but to
+    print it or count its parameters: a second wrap that re-creates that adapter changes nothing anyone reads (measured: the
+    second wrapper trains as a first one would)."""
+    if not any(event.node is wrap for event in facts.calls("peft.get_peft_model")):
+        return False
+    for event in facts.events:
+        if event.node is wrap or event.method in INSPECTIONS or event.name in INSPECTIONS:
+            continue
+        passed = (event.receiver, *event.args, *event.kwargs.values(), *event.unpacked)
+        if any(v.kind == PEFT_MODEL and v.node is wrap for values in passed for v in values):
+            return False
+    return True
+
+
 def _forwards(facts):
     return [e for e in facts.events if e.method in FORWARDS and e.name.startswith(".")]
 
@@ -94,7 +110,8 @@ def check(facts, ctx):
         )
     for event, model in _second_wraps(facts):
         base = _wrapped(model)
-        if base is None or base.get("wrapped_by") is event.node or id(event.node) in reported:
+        if base is None or base.get("wrapped_by") is event.node or id(event.node) in reported \
+                or _unused_fresh_wrap(facts, base.get("wrapped_by")):
             continue
         reported.add(id(event.node))
         yield finding(

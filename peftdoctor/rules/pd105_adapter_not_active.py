@@ -9,6 +9,8 @@ The diffusers resume does the reverse: a LoRA loader of diffusers (`load_lora_we
 checkpoint as "default_1" and makes it the only active adapter, while the optimizer holds "default".
 """
 
+import libcst as cst
+
 from peftdoctor.facts.library import DIFFUSERS_LORA_LOADERS, LOAD_STATE_HOOKS
 from peftdoctor.facts.values import DIFFUSERS_MODEL, FUNCTION, PEFT_MODEL, const_value
 from peftdoctor.registry import Rule, register
@@ -67,7 +69,7 @@ def _diffusers_resumes(facts):
         adapted = [v for v in targets if v.kind == DIFFUSERS_MODEL and v.get("adapters") and not v.get("maybe")]
         hook = hooks.get(id(event.scope))
         if adapted and _trained_after(facts, index, event.scope):
-            names, added_at, how = adapted[0].get("adapters"), adapted[0].get("adapter_at"), "and trained afterwards"
+            names, added_at, how = adapted[0].get("adapters"), (adapted[0].get("adapter_at"),), "and trained afterwards"
         elif hook is not None and targets and not any(v.kind == DIFFUSERS_MODEL and not v.get("adapters")
                                                       for v in targets):
             (names, added_at), how = hook, "in a hook that accelerator.load_state() runs on resume"
@@ -82,7 +84,7 @@ def _diffusers_resumes(facts):
         yield finding(
             facts, event.node, CODE,
             f"{loader}(...) on a model that already has adapter '{names[0]}' (add_adapter at "
-            f"{facts.where(added_at)}), {how}: it loads the checkpoint as a new adapter {new_name} and makes it "
+            f"{' and '.join(facts.where(node) for node in added_at)}), {how}: it loads the checkpoint as a new adapter {new_name} and makes it "
             f"the only active one{removed}, while the optimizer holds the parameters of '{names[0]}', which no "
             "longer reach the output: every optimizer step changes nothing (measured with diffusers 0.42.1 on a tiny "
             "UNet: output change 0 after a step, 0.14 when the checkpoint goes into 'default')",
@@ -94,18 +96,24 @@ def _diffusers_resumes(facts):
 
 def _load_state_hooks(facts) -> dict:
     """id(FunctionDef) of each function registered with accelerator.register_load_state_pre_hook, with the
-    adapter names an add_adapter earlier in the registering function gave, and that add_adapter call."""
+    adapter names that add_adapter calls earlier in the registering function gave each model, and the first
+    such call per model. The hook gets its models from accelerate, so which one it loads into is not known
+    here: silent unless every model got the same names (a unet and a text encoder each given 'default')."""
     hooks = {}
     for index, event in enumerate(facts.events):
         if event.method not in LOAD_STATE_HOOKS or not event.args:
             continue
-        added = [e for e in facts.events[:index] if e.method == "add_adapter" and e.scope is event.scope]
-        names = [_literal(e, 1, "adapter_name", "default") for e in added]
-        if not added or None in names:
+        per_model: dict[str, list] = {}
+        for e in facts.events[:index]:
+            if e.method == "add_adapter" and e.scope is event.scope and isinstance(e.node.func, cst.Attribute):
+                per_model.setdefault(facts.code_of(e.node.func.value), []).append(e)
+        names = {tuple(_literal(e, 1, "adapter_name", "default") for e in calls) for calls in per_model.values()}
+        if len(names) != 1 or None in next(iter(names)):
             continue
         for value in event.args[0]:
             if value.kind == FUNCTION:
-                hooks[id(value.node)] = (tuple(names), added[0].node)
+                hooks[id(value.node)] = (names.pop(), tuple(calls[0].node for calls in per_model.values()))
+                break
     return hooks
 
 

@@ -42,6 +42,7 @@ class TrainingUse:
     scope: object = None  # the function (or module) where the training happens
     fp16_amp_choice: bool = False  # accelerate's mixed precision comes from the run's settings: may be fp16
     held: Values = ()  # models held by the project's own modules that are trained (`accelerator.prepare(wrapper)`)
+    trainer: object = None  # the trainer value, for trainer.train()
 
 
 def _trainer_fp16(trainer) -> bool:
@@ -61,7 +62,7 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
             for receiver in event.receiver:
                 if receiver.kind == TRAINER:
                     uses.append(TrainingUse(event.node, receiver.get("trained") or (), "trainer.train()",
-                                            _trainer_fp16(receiver), event.scope))
+                                            _trainer_fp16(receiver), event.scope, receiver))
             models = tuple(v for v in event.receiver if v.kind in MODEL_KINDS)
             mode = const_value(event.arg(0, "mode"), True) if event.args or event.kwargs else True
             if models and mode is True and facts.has_backward(event.scope):
