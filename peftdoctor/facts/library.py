@@ -117,7 +117,7 @@ RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "
 RELEVANT_IN_DEFINITIONS = (
     "from_pretrained", "from_config", "peft", "Peft", "LoraConfig", "lora", "Lora", "add_special_tokens",
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
-    "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
+    "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16", "dequantize",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
     "checkpointing_enable", "enable_input_require_grads",
@@ -838,6 +838,8 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         mode = method == "train" and (const_value(event.arg(0, "mode"), None) if event.args or event.kwargs else True)
         if value.get("training") != mode:
             new = value.derive(training=mode, mode_at=event.node)
+    if method in ("add_adapter", "load_adapter") and value.kind == PEFT_MODEL and value.get("unloaded_at") is not None:
+        new = (new or value).derive(unloaded_at=None)  # a new adapter injected into the unloaded base: saved whole
     if new is not None:
         _change_held(interp, env, value, new, event.node.func.value)
         return (new,)
@@ -1030,8 +1032,22 @@ def _unfreezes(body) -> bool:
     return False
 
 
+# Functions that turn one quantized layer's weight back into float weights (bitsandbytes.functional, peft's
+# integrations): a loop over a model's modules that calls one swaps its quantized layers for float ones.
+DEQUANTIZING_FUNCTIONS = ("dequantize_4bit", "dequantize_nf4", "dequantize_fp4", "dequantize_bnb_weight",
+                          "dequantize_module_weight")
+
+
+def _dequantizes(body) -> bool:
+    for child in descendants(body):
+        if isinstance(child, cst.Call) and (dotted(child.func) or "").split(".")[-1] in DEQUANTIZING_FUNCTIONS:
+            return True
+    return False
+
+
 def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env) -> None:
-    """`for p in model.parameters(): p.data = p.data.float()` / `p.requires_grad = True`."""
+    """`for p in model.parameters(): p.data = p.data.float()` / `p.requires_grad = True`; a loop over
+    `model.named_modules()` that dequantizes each quantized layer by hand."""
     models = [model for value in iterated if value.kind == PARAMS for model in value.get("model", ())]
     if not models:
         return
@@ -1040,6 +1056,8 @@ def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env)
         changes["casted"] = True
     if _unfreezes(node.body):
         changes["unfrozen"] = True
+    if _dequantizes(node.body):
+        changes["quantization"] = None
     if not changes:
         return
     for model in models:
