@@ -863,8 +863,15 @@ def _second_adapter(event, peft: Value):
 
 
 def _unload_in_place(interp, event, env, peft: Value, holder) -> None:
-    """The wrapper, its LoRA layers gone, in every name that holds it."""
-    _change_held(interp, env, peft, peft.derive(unloaded_at=event.node), holder)
+    """The wrapper, its LoRA layers gone, in every name that holds it, and in every trainer that trains it
+    (`trainer.save_model()` saves that wrapper)."""
+    unloaded = peft.derive(unloaded_at=event.node)
+    _change_held(interp, env, peft, unloaded, holder)
+    for values in list(_all_names(env)):
+        for value in values:
+            if value.kind == TRAINER and any(v is peft for v in value.get("trained") or ()):
+                trained = tuple(unloaded if v is peft else v for v in value.get("trained"))
+                interp.mutate(env, value, value.derive(trained=trained))
 
 
 def _change_held(interp, env, old: Value, new: Value, holder) -> None:
@@ -888,6 +895,8 @@ def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
     `tokenizer.pad_token = tokenizer.eos_token`: the tokenizer pads with its eos token."""
     if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
+    if owner.kind == TRAINER and attr == "model":  # `trainer.model = merged`: what save_model() saves now
+        interp.mutate(env, owner, owner.derive(model=values, trained=values))
     if owner.kind == TRAINING_ARGS and "checkpointing" in attr:  # set after construction: read as unknown
         interp.mutate(env, owner, owner.derive(checkpointing=None, reentrant=None))
     if owner.kind == TOKENIZER and attr in ("pad_token", "pad_token_id"):
