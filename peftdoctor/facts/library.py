@@ -36,6 +36,7 @@ from peftdoctor.facts.values import (
     TRAINING_ARGS,
     TUNER,
     TUPLE,
+    UNKNOWN_VALUE,
     VOCAB,
     Value,
     Values,
@@ -706,6 +707,49 @@ def call_method(interp, event, env) -> Values:
     return union(*results) if results else unknown()
 
 
+# Methods that change a list, set or dict in place: a literal built empty and filled by `append` in a loop
+# is no longer the literal it was (an `all_data = []` whose `if not all_data: return` would end every path).
+CONTAINER_MUTATORS = {"append", "extend", "insert", "remove", "pop", "clear", "add", "discard", "update",
+                      "setdefault", "popitem"}
+
+
+def _container_changed(interp, event, env, value: Value) -> None:
+    """A literal list or set changed in place: the new literal when the change is literal too
+    (`targets.remove("embed_tokens")`), else no longer known; a dict keeps its known entries but is no
+    longer complete."""
+    literal = value.get("value")
+    if isinstance(literal, dict):
+        interp.mutate(env, value, value.derive(complete=False))
+    elif isinstance(literal, (list, set)):
+        changed = _changed_literal(literal, event)
+        interp.mutate(env, value, UNKNOWN_VALUE if changed is MISSING else value.derive(value=changed))
+
+
+def _changed_literal(literal, event):
+    """The list or set after a literal append/extend/insert/remove/add/discard/clear, else MISSING."""
+    args = [const_value(values) for values in event.args]
+    if event.kwargs or MISSING in args:
+        return MISSING
+    changed = type(literal)(literal)
+    method = event.method
+    if method == "clear" and not args:
+        changed.clear()
+    elif isinstance(changed, list) and method == "append" and len(args) == 1:
+        changed.append(args[0])
+    elif isinstance(changed, list) and method == "extend" and len(args) == 1 and isinstance(args[0], (list, tuple)):
+        changed.extend(args[0])
+    elif isinstance(changed, list) and method == "insert" and len(args) == 2 and isinstance(args[0], int):
+        changed.insert(args[0], args[1])
+    elif method in ("remove", "discard") and len(args) == 1:
+        if args[0] in changed:  # an absent one: discard keeps the set; remove raises, so no path goes on with it
+            changed.remove(args[0])
+    elif isinstance(changed, set) and method == "add" and len(args) == 1:
+        changed.add(args[0])
+    else:
+        return MISSING
+    return changed
+
+
 def _not_none(receivers: Values) -> Values:
     """A method called on None raises: a path where the receiver is None goes no further (when others exist)."""
     kept = tuple(v for v in receivers if not (v.kind == CONST and v.get("value") is None))
@@ -734,6 +778,9 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         return unknown()
     if kind == ENCODING and method == "to":
         return (value,)
+    if kind == CONST and method in CONTAINER_MUTATORS:
+        _container_changed(interp, event, env, value)
+        return unknown()
     if kind == SELF and method in CONFIG_DUMP_METHODS and not event.args:
         dumped = config_dump(interp, (value,), event.node.func.value, env)
         if dumped[0].kind == CONST:
