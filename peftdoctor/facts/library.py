@@ -226,6 +226,9 @@ def call_named(interp, event, env) -> Values:
         default = event.arg(0, "default")  # pydantic's Field(True, ...) and attr.ib(True) take it first
         if default is not None:
             return default
+        made = _lambda_default(interp, event, env)
+        if made is not None:
+            return made
         factory = event.arg(None, "default_factory")
         return interp.call_local(factory, event, env) if factory else unknown()
     if name in CONFIG_DUMP_FUNCTIONS and event.args:
@@ -237,6 +240,18 @@ def call_named(interp, event, env) -> Values:
     if last == "backward":
         interp.mark_backward()
     return unknown()
+
+
+def _lambda_default(interp, event, env) -> Values | None:
+    """`field(default_factory=lambda: ["q_proj", "v_proj"])`, the usual way to give a list field a default:
+    what the lambda's body gives; None when the factory is not a lambda without parameters."""
+    for arg in event.node.args:
+        if arg.keyword is not None and arg.keyword.value == "default_factory" and isinstance(arg.value, cst.Lambda):
+            params = arg.value.params
+            if not (params.params or params.posonly_params or params.kwonly_params or
+                    isinstance(params.star_arg, cst.Param) or params.star_kwarg):
+                return interp.eval(arg.value.body, env)
+    return None
 
 
 def _is_optimizer(name: str) -> bool:
