@@ -1,7 +1,15 @@
 """PD302: tokens added and embeddings resized, but the new rows are never trained or saved."""
 
 from peftdoctor.facts.library import NOT_LITERAL
-from peftdoctor.facts.values import BASE_MODEL, CONST, MISSING, PEFT_MODEL, TRAINER, Value, const_value
+from peftdoctor.facts.values import (
+    BASE_MODEL,
+    CONST,
+    MISSING,
+    PEFT_MODEL,
+    TRAINER,
+    Value,
+    const_value,
+)
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import (
     NEEDS_PEFT,
