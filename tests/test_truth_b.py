@@ -60,6 +60,31 @@ def test_pd305_wrapper_saved_after_unload_is_an_empty_adapter_too(tmp_path):
     assert load_file(tmp_path / "out" / "adapter_model.safetensors") == {}
 
 
+def test_pd305_trainer_save_model_after_a_discarded_merge_saves_the_empty_wrapper(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = trained_adapter()
+    trainer = Trainer(model=model, args=TrainingArguments(str(tmp_path / "run"), report_to=[], use_cpu=True))
+    merged = model.merge_and_unload()  # the trainer still holds the wrapper
+    trainer.save_model(str(tmp_path / "out"))
+    saved = sorted(os.listdir(tmp_path / "out"))
+    assert "model.safetensors" not in saved
+    assert load_file(tmp_path / "out" / "adapter_model.safetensors") == {}
+
+    trainer.model = merged  # the fixed form: the trainer saves the merged model
+    trainer.save_model(str(tmp_path / "fixed"))
+    assert "model.safetensors" in os.listdir(tmp_path / "fixed")
+
+
+def test_pd305_an_adapter_added_after_unload_is_saved_with_its_weights(tmp_path):
+    model = trained_adapter()
+    model.merge_and_unload()
+    model.add_adapter("second", lora())
+    model.set_adapter("second")
+    model.save_pretrained(tmp_path / "out")
+    assert len(load_file(tmp_path / "out" / "second" / "adapter_model.safetensors")) > 0
+
+
 def test_pd305_use_instead_the_returned_model_saves_the_merge(tmp_path):
     model = trained_adapter()
     batch = token_batch()

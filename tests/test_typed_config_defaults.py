@@ -70,3 +70,29 @@ def test_a_default_that_quantizes_nothing():
 
 def test_settings_of_unknown_type_stay_unknown():
     assert quantization_of("def f(s):\n    return BitsAndBytesConfig(**s.model.bnb.model_dump())\n") == [None]
+
+
+@pytest.mark.parametrize("factory, expected", [
+    ("lambda: ['q_proj', 'embed_tokens']", ["q_proj", "embed_tokens"]),  # the usual default of a list field
+    ("make_targets", ["q_proj"]),
+    ("lambda targets=('q_proj',): list(targets)", None),  # a lambda with parameters is not read
+])
+def test_a_list_field_default_comes_from_its_factory(factory, expected):
+    source = textwrap.dedent(f"""
+        from dataclasses import dataclass, field
+        from peft import LoraConfig
+
+        def make_targets():
+            return ["q_proj"]
+
+        @dataclass
+        class Adapter:
+            targets: list = field(default_factory={factory})
+
+        def f(a: Adapter):
+            return LoraConfig(target_modules=a.targets)
+    """)
+    facts = build_facts(cst.parse_module(source), "t.py")
+    found = [v.get("value") for e in facts.calls("peft.LoraConfig") for v in e.kwargs["target_modules"]
+             if v.kind == "const"]
+    assert found == ([expected] if expected is not None else [])

@@ -36,6 +36,7 @@ from peftdoctor.facts.values import (
     TRAINING_ARGS,
     TUNER,
     TUPLE,
+    UNKNOWN_VALUE,
     VOCAB,
     Value,
     Values,
@@ -117,7 +118,7 @@ RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "
 RELEVANT_IN_DEFINITIONS = (
     "from_pretrained", "from_config", "peft", "Peft", "LoraConfig", "lora", "Lora", "add_special_tokens",
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
-    "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16",
+    "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16", "dequantize",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
     "checkpointing_enable", "enable_input_require_grads",
@@ -229,6 +230,9 @@ def call_named(interp, event, env) -> Values:
         default = event.arg(0, "default")  # pydantic's Field(True, ...) and attr.ib(True) take it first
         if default is not None:
             return default
+        made = _lambda_default(interp, event, env)
+        if made is not None:
+            return made
         factory = event.arg(None, "default_factory")
         return interp.call_local(factory, event, env) if factory else unknown()
     if name in CONFIG_DUMP_FUNCTIONS and event.args:
@@ -240,6 +244,18 @@ def call_named(interp, event, env) -> Values:
     if last == "backward":
         interp.mark_backward()
     return unknown()
+
+
+def _lambda_default(interp, event, env) -> Values | None:
+    """`field(default_factory=lambda: ["q_proj", "v_proj"])`, the usual way to give a list field a default:
+    what the lambda's body gives; None when the factory is not a lambda without parameters."""
+    for arg in event.node.args:
+        if arg.keyword is not None and arg.keyword.value == "default_factory" and isinstance(arg.value, cst.Lambda):
+            params = arg.value.params
+            if not (params.params or params.posonly_params or params.kwonly_params or
+                    isinstance(params.star_arg, cst.Param) or params.star_kwarg):
+                return interp.eval(arg.value.body, env)
+    return None
 
 
 def _is_optimizer(name: str) -> bool:
@@ -783,6 +799,49 @@ def call_method(interp, event, env) -> Values:
     return union(*results) if results else unknown()
 
 
+# Methods that change a list, set or dict in place: a literal built empty and filled by `append` in a loop
+# is no longer the literal it was (an `all_data = []` whose `if not all_data: return` would end every path).
+CONTAINER_MUTATORS = {"append", "extend", "insert", "remove", "pop", "clear", "add", "discard", "update",
+                      "setdefault", "popitem"}
+
+
+def _container_changed(interp, event, env, value: Value) -> None:
+    """A literal list or set changed in place: the new literal when the change is literal too
+    (`targets.remove("embed_tokens")`), else no longer known; a dict keeps its known entries but is no
+    longer complete."""
+    literal = value.get("value")
+    if isinstance(literal, dict):
+        interp.mutate(env, value, value.derive(complete=False))
+    elif isinstance(literal, (list, set)):
+        changed = _changed_literal(literal, event)
+        interp.mutate(env, value, UNKNOWN_VALUE if changed is MISSING else value.derive(value=changed))
+
+
+def _changed_literal(literal, event):
+    """The list or set after a literal append/extend/insert/remove/add/discard/clear, else MISSING."""
+    args = [const_value(values) for values in event.args]
+    if event.kwargs or MISSING in args:
+        return MISSING
+    changed = type(literal)(literal)
+    method = event.method
+    if method == "clear" and not args:
+        changed.clear()
+    elif isinstance(changed, list) and method == "append" and len(args) == 1:
+        changed.append(args[0])
+    elif isinstance(changed, list) and method == "extend" and len(args) == 1 and isinstance(args[0], (list, tuple)):
+        changed.extend(args[0])
+    elif isinstance(changed, list) and method == "insert" and len(args) == 2 and isinstance(args[0], int):
+        changed.insert(args[0], args[1])
+    elif method in ("remove", "discard") and len(args) == 1:
+        if args[0] in changed:  # an absent one: discard keeps the set; remove raises, so no path goes on with it
+            changed.remove(args[0])
+    elif isinstance(changed, set) and method == "add" and len(args) == 1:
+        changed.add(args[0])
+    else:
+        return MISSING
+    return changed
+
+
 def _not_none(receivers: Values) -> Values:
     """A method called on None raises: a path where the receiver is None goes no further (when others exist)."""
     kept = tuple(v for v in receivers if not (v.kind == CONST and v.get("value") is None))
@@ -811,6 +870,9 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         return unknown()
     if kind == ENCODING and method == "to":
         return (value,)
+    if kind == CONST and method in CONTAINER_MUTATORS:
+        _container_changed(interp, event, env, value)
+        return unknown()
     if kind == SELF and method in CONFIG_DUMP_METHODS and not event.args:
         dumped = config_dump(interp, (value,), event.node.func.value, env)
         if dumped[0].kind == CONST:
@@ -947,6 +1009,8 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         mode = method == "train" and (const_value(event.arg(0, "mode"), None) if event.args or event.kwargs else True)
         if value.get("training") != mode:
             new = value.derive(training=mode, mode_at=event.node)
+    if method in ("add_adapter", "load_adapter") and value.kind == PEFT_MODEL and value.get("unloaded_at") is not None:
+        new = (new or value).derive(unloaded_at=None)  # a new adapter injected into the unloaded base: saved whole
     if new is not None:
         _change_held(interp, env, value, new, event.node.func.value)
         return (new,)
@@ -970,8 +1034,15 @@ def _second_adapter(event, peft: Value):
 
 
 def _unload_in_place(interp, event, env, peft: Value, holder) -> None:
-    """The wrapper, its LoRA layers gone, in every name that holds it."""
-    _change_held(interp, env, peft, peft.derive(unloaded_at=event.node), holder)
+    """The wrapper, its LoRA layers gone, in every name that holds it, and in every trainer that trains it
+    (`trainer.save_model()` saves that wrapper)."""
+    unloaded = peft.derive(unloaded_at=event.node)
+    _change_held(interp, env, peft, unloaded, holder)
+    for values in list(_all_names(env)):
+        for value in values:
+            if value.kind == TRAINER and any(v is peft for v in value.get("trained") or ()):
+                trained = tuple(unloaded if v is peft else v for v in value.get("trained"))
+                interp.mutate(env, value, value.derive(trained=trained))
 
 
 def _change_held(interp, env, old: Value, new: Value, holder) -> None:
@@ -995,6 +1066,8 @@ def set_attribute(interp, env, owner: Value, attr: str, values: Values) -> None:
     `tokenizer.pad_token = tokenizer.eos_token`: the tokenizer pads with its eos token."""
     if owner.kind == BASE_MODEL and values and any(v.kind == PEFT_MODEL for v in values):
         interp.mutate(env, owner, owner.derive(inner_peft=tuple(v for v in values if v.kind == PEFT_MODEL)))
+    if owner.kind == TRAINER and attr == "model":  # `trainer.model = merged`: what save_model() saves now
+        interp.mutate(env, owner, owner.derive(model=values, trained=values))
     if owner.kind == TRAINING_ARGS and "checkpointing" in attr:  # set after construction: read as unknown
         interp.mutate(env, owner, owner.derive(checkpointing=None, reentrant=None))
     if owner.kind == TOKENIZER and attr in ("pad_token", "pad_token_id"):
@@ -1139,8 +1212,22 @@ def _unfreezes(body) -> bool:
     return False
 
 
+# Functions that turn one quantized layer's weight back into float weights (bitsandbytes.functional, peft's
+# integrations): a loop over a model's modules that calls one swaps its quantized layers for float ones.
+DEQUANTIZING_FUNCTIONS = ("dequantize_4bit", "dequantize_nf4", "dequantize_fp4", "dequantize_bnb_weight",
+                          "dequantize_module_weight")
+
+
+def _dequantizes(body) -> bool:
+    for child in descendants(body):
+        if isinstance(child, cst.Call) and (dotted(child.func) or "").split(".")[-1] in DEQUANTIZING_FUNCTIONS:
+            return True
+    return False
+
+
 def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env) -> None:
-    """`for p in model.parameters(): p.data = p.data.float()` / `p.requires_grad = True`."""
+    """`for p in model.parameters(): p.data = p.data.float()` / `p.requires_grad = True`; a loop over
+    `model.named_modules()` that dequantizes each quantized layer by hand."""
     models = [model for value in iterated if value.kind == PARAMS for model in value.get("model", ())]
     if not models:
         return
@@ -1149,6 +1236,8 @@ def apply_parameter_loop(interp, node: cst.For, iterated: Values, env, body_env)
         changes["casted"] = True
     if _unfreezes(node.body):
         changes["unfrozen"] = True
+    if _dequantizes(node.body):
+        changes["quantization"] = None
     if not changes:
         return
     for model in models:

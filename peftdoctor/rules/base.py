@@ -9,7 +9,7 @@ import libcst as cst
 from peftdoctor.config import Config
 from peftdoctor.facts import Facts
 from peftdoctor.facts.api_versions import implied_versions
-from peftdoctor.facts.values import BASE_MODEL, PEFT_CONFIG, Value
+from peftdoctor.facts.values import BASE_MODEL, CONST, PEFT_CONFIG, Value
 from peftdoctor.finding import Finding, Severity
 from peftdoctor.versions import ProjectVersion, project_version
 
@@ -104,3 +104,53 @@ def local_anchor(facts: Facts, node) -> tuple[object, str | None]:
         if event.callees and any(v.node is node for v in event.result):
             return event.node, facts.where(node)
     return None, None
+
+
+# ----------------------------------------------------------------- where a path points
+def _literal(values) -> str | None:
+    found = {v.get("value") for v in values or () if v.kind == CONST}
+    if values and len(found) == 1 and all(v.kind == CONST for v in values):
+        text = found.pop()
+        return text.rstrip("/") if isinstance(text, str) else None
+    return None
+
+
+def path_string(node) -> str | None:
+    """The value of a string literal, without a trailing slash."""
+    if isinstance(node, cst.SimpleString) and isinstance(node.evaluated_value, str):
+        return node.evaluated_value.rstrip("/")
+    return None
+
+
+def path_keys(facts: Facts, node, values=None) -> set:
+    """How a path expression is recognised elsewhere: its source text and, when known, its literal value."""
+    keys = {("text", facts.code_of(node))}
+    literal = _literal(values) if values is not None else path_string(node)
+    if literal is not None:
+        keys.add(("literal", literal))
+    return keys
+
+
+def argument_node(event, index: int, keyword: str):
+    """The expression a call passes as one argument, by keyword or position; None when absent."""
+    positional = [a for a in event.node.args if a.keyword is None and not a.star]
+    for arg in event.node.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return arg.value
+    return positional[index].value if index < len(positional) else None
+
+
+def folder_keys(facts: Facts, event, index: int, keyword: str) -> set:
+    """path_keys of a call's path argument; empty when the call has none."""
+    node = argument_node(event, index, keyword)
+    return path_keys(facts, node, event.arg(index, keyword)) if node is not None else set()
+
+
+def same_path(keys, scope, other_keys, other_scope) -> bool:
+    """The same literal anywhere, the same source text in the same function, or the same attribute
+    (`args.output_dir`, `self.save_dir`) anywhere in the file: a local name such as `tmp_dir` in two
+    functions is two folders."""
+    shared = keys & other_keys
+    return any(kind == "literal" or (kind == "text" and "." in text and text.replace(".", "").replace("_", "")
+                                     .isalnum()) for kind, text in shared) \
+        or (bool(shared) and scope is other_scope)

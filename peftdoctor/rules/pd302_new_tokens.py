@@ -1,9 +1,25 @@
 """PD302: tokens added and embeddings resized, but the new rows are never trained or saved."""
 
 from peftdoctor.facts.library import NOT_LITERAL
-from peftdoctor.facts.values import BASE_MODEL, CONST, MISSING, PEFT_MODEL, TRAINER, Value, const_value
+from peftdoctor.facts.values import (
+    BASE_MODEL,
+    CONST,
+    MISSING,
+    PEFT_MODEL,
+    TRAINER,
+    Value,
+    const_value,
+)
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, PEFT_LOADERS, all_base, arg_code, finding, known_configs
+from peftdoctor.rules.base import (
+    NEEDS_PEFT,
+    PEFT_LOADERS,
+    all_base,
+    finding,
+    folder_keys,
+    known_configs,
+    same_path,
+)
 
 CODE = "PD302"
 EMBEDDING_WORDS = ("embed", "lm_head", "wte", "shared", "word_embeddings", "output_layer")
@@ -133,9 +149,9 @@ def _resized_after_wrap(facts):
             break
 
 
-def _saved_with_new_tokens(facts) -> dict[str, int]:
-    """Path expression -> line, for saves of adapters trained with added tokens."""
-    saved = {}
+def _saved_with_new_tokens(facts) -> list[tuple[set, object, int]]:
+    """(path keys, scope, line) of the saves of adapters trained with added tokens."""
+    saved = []
     for event in facts.events:
         if event.method == "save_pretrained":
             models = [v for v in event.receiver if v.kind == PEFT_MODEL]
@@ -143,9 +159,9 @@ def _saved_with_new_tokens(facts) -> dict[str, int]:
             models = [m for t in event.receiver if t.kind == TRAINER for m in t.get("trained") or ()]
         else:
             continue
-        path = arg_code(facts, event, 0, "save_directory" if event.method == "save_pretrained" else "output_dir")
-        if path and models and all(v.kind == PEFT_MODEL and _resized(v.get("base")) for v in models):
-            saved.setdefault(path, facts.line_of(event.node))
+        keys = folder_keys(facts, event, 0, "save_directory" if event.method == "save_pretrained" else "output_dir")
+        if keys and models and all(v.kind == PEFT_MODEL and _resized(v.get("base")) for v in models):
+            saved.append((keys, event.scope, facts.line_of(event.node)))
     return saved
 
 
@@ -155,11 +171,13 @@ def _reloaded_onto_unresized_base(facts):
         return
     for event in facts.calls(*PEFT_LOADERS):
         base = event.arg(0, "model")
-        path = arg_code(facts, event, 1, "model_id")
-        if path in saved and all_base(base) and not any(v.get("resized") for v in base):
+        keys = folder_keys(facts, event, 1, "model_id")
+        line = next((line for saved_keys, scope, line in saved
+                     if same_path(saved_keys, scope, keys, event.scope)), None)
+        if line is not None and all_base(base) and not any(v.get("resized") for v in base):
             yield finding(
                 facts, event.node, CODE,
-                f"the adapter saved at line {saved[path]} was trained with added tokens, but it is loaded onto a "
+                f"the adapter saved at line {line} was trained with added tokens, but it is loaded onto a "
                 "base whose embeddings were not resized: loading fails with a size mismatch (or, without the "
                 "saved embeddings, the new token ids are out of range)",
                 "resize the base first: base.resize_token_embeddings(len(tokenizer)) with the tokenizer saved "

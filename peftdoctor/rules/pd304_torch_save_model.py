@@ -4,9 +4,19 @@ PeftModel's whole state_dict() saved with torch.save where the project's PeftMod
 import libcst as cst
 
 from peftdoctor.facts.library import descendants
-from peftdoctor.facts.values import CONST, PEFT_CONFIG, PEFT_MODEL, STATE_DICT
+from peftdoctor.facts.values import PEFT_CONFIG, PEFT_MODEL, STATE_DICT
 from peftdoctor.registry import Rule, register
-from peftdoctor.rules.base import NEEDS_PEFT, describe, finding, on_some_path
+from peftdoctor.rules.base import (
+    NEEDS_PEFT,
+    argument_node,
+    describe,
+    finding,
+    folder_keys,
+    on_some_path,
+    path_keys,
+    path_string,
+    same_path,
+)
 
 CODE = "PD304"
 # The weights file peft reads from an adapter folder when there is no adapter_model.safetensors.
@@ -34,29 +44,6 @@ def _whole_model(facts, event):
 
 
 # ----------------------------------------------------------------- where a path points
-def _literal(values) -> str | None:
-    found = {v.get("value") for v in values or () if v.kind == CONST}
-    if values and len(found) == 1 and all(v.kind == CONST for v in values):
-        text = found.pop()
-        return text.rstrip("/") if isinstance(text, str) else None
-    return None
-
-
-def _keys(facts, node, values=None) -> set:
-    """How a path expression is recognised elsewhere: its source text and, when known, its literal value."""
-    keys = {("text", facts.code_of(node))}
-    literal = _literal(values) if values is not None else _string(node)
-    if literal is not None:
-        keys.add(("literal", literal))
-    return keys
-
-
-def _string(node) -> str | None:
-    if isinstance(node, cst.SimpleString) and isinstance(node.evaluated_value, str):
-        return node.evaluated_value.rstrip("/")
-    return None
-
-
 def _assigned(node, scope):
     """The expression a plain name was given by its one assignment in the scope, else the node itself."""
     if not isinstance(node, cst.Name):
@@ -71,54 +58,32 @@ def _adapter_folder(facts, path, scope) -> set | None:
     path = _assigned(path, scope)
     if isinstance(path, cst.Call) and facts.code_of(path.func) == "str" and len(path.args) == 1:
         path = path.args[0].value
-    literal = _string(path)
+    literal = path_string(path)
     if literal is not None:
         folder, _, name = literal.rpartition("/")
         return {("literal", folder)} if name == ADAPTER_WEIGHTS and folder else None
-    if isinstance(path, cst.Call) and len(path.args) == 2 and _string(path.args[1].value) == ADAPTER_WEIGHTS:
+    if isinstance(path, cst.Call) and len(path.args) == 2 and path_string(path.args[1].value) == ADAPTER_WEIGHTS:
         join = next((e for e in facts.events if e.node is path and e.name in PATH_JOINS), None)
-        return _keys(facts, path.args[0].value, join.args[0] if join and join.args else None) if join else None
+        return path_keys(facts, path.args[0].value, join.args[0] if join and join.args else None) if join else None
     if isinstance(path, cst.BinaryOperation) and isinstance(path.operator, (cst.Divide, cst.Add)):
-        name = _string(path.right)
+        name = path_string(path.right)
         if name is not None and name.lstrip("/") == ADAPTER_WEIGHTS:
             left = path.left
             if isinstance(left, cst.Call) and facts.code_of(left.func) in PATH_JOINS and len(left.args) == 1:
                 left = left.args[0].value
-            return _keys(facts, left)
+            return path_keys(facts, left)
     if isinstance(path, cst.FormattedString) and len(path.parts) == 2 and \
             isinstance(path.parts[0], cst.FormattedStringExpression) and \
             isinstance(path.parts[1], cst.FormattedStringText) and path.parts[1].value == "/" + ADAPTER_WEIGHTS:
-        return _keys(facts, path.parts[0].expression)
+        return path_keys(facts, path.parts[0].expression)
     return None
-
-
-def _folder_keys(facts, event, index, keyword) -> set:
-    node = _argument_node(event, index, keyword)
-    return _keys(facts, node, event.arg(index, keyword)) if node is not None else set()
-
-
-def _argument_node(event, index, keyword):
-    positional = [a for a in event.node.args if a.keyword is None and not a.star]
-    for arg in event.node.args:
-        if arg.keyword is not None and arg.keyword.value == keyword:
-            return arg.value
-    return positional[index].value if index < len(positional) else None
-
-
-def _same(save_keys, save_scope, other_keys, other_scope) -> bool:
-    """The same literal anywhere, the same source text in the same function, or the same attribute
-    (`args.output_dir`, `self.save_dir`) anywhere in the file."""
-    shared = save_keys & other_keys
-    return any(kind == "literal" or (kind == "text" and "." in text and text.replace(".", "").replace("_", "")
-                                     .isalnum()) for kind, text in shared) \
-        or (bool(shared) and save_scope is other_scope)
 
 
 # ----------------------------------------------------------------- the state_dict case
 def _adapter_loads(facts):
     for pattern, index, keyword in ADAPTER_LOADS:
         for event in facts.calls(pattern):
-            yield event, _folder_keys(facts, event, index, keyword)
+            yield event, folder_keys(facts, event, index, keyword)
 
 
 def _folder_writes(facts, keys, scope) -> set:
@@ -127,7 +92,7 @@ def _folder_writes(facts, keys, scope) -> set:
     config's save_pretrained: adapter_config.json)."""
     written = set()
     for event in facts.method_calls("save_pretrained") + facts.method_calls("save_model"):
-        if not _same(keys, scope, _folder_keys(facts, event, 0, "save_directory"), event.scope):
+        if not same_path(keys, scope, folder_keys(facts, event, 0, "save_directory"), event.scope):
             continue
         if event.method == "save_model" or any(v.kind == PEFT_MODEL for v in event.receiver):
             written.add("adapter")
@@ -139,17 +104,17 @@ def _folder_writes(facts, keys, scope) -> set:
 
 def _state_dict_read_by_from_pretrained(facts, ctx, event):
     saved = on_some_path(event.arg(0, "obj"), STATE_DICT)
-    path = _argument_node(event, 1, "f")
+    path = argument_node(event, 1, "f")
     if saved is None or path is None:
         return None
-    as_file = _keys(facts, path, event.arg(1, "f"))
+    as_file = path_keys(facts, path, event.arg(1, "f"))
     folder = _adapter_folder(facts, path, event.scope)
     for load, load_keys in _adapter_loads(facts):
         loader = f"{facts.code_of(load.node.func)}() at {facts.where(load.node)}"
-        if _same(as_file, event.scope, load_keys, load.scope):
+        if same_path(as_file, event.scope, load_keys, load.scope):
             what = (f"{loader} is given this file as the adapter: it expects a folder with adapter_config.json and "
                     "raises ValueError (\"Can't find 'adapter_config.json'\")")
-        elif folder is not None and _same(folder, event.scope, load_keys, load.scope):
+        elif folder is not None and same_path(folder, event.scope, load_keys, load.scope):
             written = _folder_writes(facts, folder, event.scope)
             if "adapter" in written:
                 continue

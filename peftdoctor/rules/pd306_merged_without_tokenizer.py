@@ -104,7 +104,9 @@ def check(facts, ctx):
                 continue
             pushed = any(v.kind == CONST and v.get("value") is True for v in event.kwargs.get("push_to_hub", ()))
             if save == "push_to_hub" or pushed:
-                where = f"pushed to the hub as {folder[0]}"
+                repo = next((facts.code_of(a.value) for a in event.node.args
+                             if a.keyword is not None and a.keyword.value == "repo_id"), folder[0])
+                where = f"pushed to the hub as {repo}"
             else:
                 load = _loaded_later(facts, event, folder)
                 if load is None:

@@ -8,6 +8,8 @@ from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding
 
 CODE = "PD503"
+# Calls that load a model: a module without one has no model to give a quantization config to.
+MODEL_LOADS = ("from_pretrained", "from_config")
 
 
 def _bound_name(scope, call) -> str | None:
@@ -35,6 +37,20 @@ def _never_read(scope, name: str) -> bool:
     return occurrences == stores
 
 
+def _exported(facts, event) -> bool:
+    """A module-level config in a module that loads no model: a settings module, whose names other
+    modules import (`from settings import *`), so it is not unused."""
+    return isinstance(event.scope, cst.Module) and \
+        not any(other.method in MODEL_LOADS for other in facts.events)
+
+
+def _quantized_by_flags(facts, event) -> bool:
+    """A model load in the same function passes load_in_4bit/load_in_8bit itself: the model may be
+    quantized without the config, so "loads unquantized" is not known."""
+    return any(other.scope is event.scope and other.method in MODEL_LOADS and
+               ("load_in_4bit" in other.kwargs or "load_in_8bit" in other.kwargs) for other in facts.events)
+
+
 def check(facts, ctx):
     seen = set()
     for event in facts.events:
@@ -45,7 +61,8 @@ def check(facts, ctx):
             if config.get("quantization") == "":
                 continue  # a config that quantizes nothing is harmless unused
             name = _bound_name(event.scope, event.node)
-            if name is None or not _never_read(event.scope, name):
+            if name is None or not _never_read(event.scope, name) or _exported(facts, event) or \
+                    _quantized_by_flags(facts, event):
                 continue
             yield finding(
                 facts, event.node, CODE,
