@@ -62,7 +62,7 @@ def _find_training_uses(facts: Facts) -> list[TrainingUse]:
             for receiver in event.receiver:
                 if receiver.kind == TRAINER:
                     uses.append(TrainingUse(event.node, receiver.get("trained") or (), "trainer.train()",
-                                            _trainer_fp16(receiver), event.scope, receiver))
+                                            _trainer_fp16(receiver), event.scope, trainer=receiver))
             models = tuple(v for v in event.receiver if v.kind in MODEL_KINDS)
             mode = const_value(event.arg(0, "mode"), True) if event.args or event.kwargs else True
             if models and mode is True and facts.has_backward(event.scope):
