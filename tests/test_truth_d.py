@@ -290,3 +290,16 @@ def test_pd402_transformers_5_checkpointing_enables_input_grads_for_a_4bit_text_
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     grads = lora_b_grads(get_peft_model(base, lora()))
     assert len(grads) == 4 and all(g > 0 for g in grads)
+
+
+def test_pd402_a_forward_hook_on_the_input_embeddings_gives_gradients(llama_dir):
+    """Why the rule is silent for `get_input_embeddings().register_forward_hook(f)` with `f` calling
+    `output.requires_grad_(True)`: the manual form of enable_input_require_grads() works for a k-bit base."""
+    def embeddings_need_grad(module, inputs, output):
+        output.requires_grad_(True)
+
+    base = load_4bit(llama_dir)
+    base.get_input_embeddings().register_forward_hook(embeddings_need_grad)
+    checkpoint_as_transformers_4(base)
+    grads = lora_b_grads(get_peft_model(base, lora()))
+    assert len(grads) == 4 and all(g > 0 for g in grads)

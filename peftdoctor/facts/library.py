@@ -19,7 +19,9 @@ from peftdoctor.facts.values import (
     CONST,
     DIFFUSERS_MODEL,
     ENCODING,
+    FUNCTION,
     GRAD_SCALER,
+    INPUT_EMBEDDINGS,
     MISSING,
     OPTIMIZER,
     PARAM,
@@ -354,6 +356,13 @@ def _enable_input_grads(interp, env, model: Value) -> None:
                 if value.kind == PEFT_MODEL and not value.get("input_grads") and any(
                         b.node is model.node for b in value.get("base") or ()):
                     interp.mutate(env, value, value.derive(input_grads=True))
+
+
+def _hook_requires_grad(event) -> bool:
+    """`register_forward_hook(f)` where `f`, a function of the project, calls `requires_grad_`: the manual
+    form of `enable_input_require_grads()` (what that method registers itself), so the inputs require grad."""
+    return any(v.kind == FUNCTION and any(method_calls_in(v.node, ("requires_grad_",)))
+               for v in event.arg(0, "hook") or ())
 
 
 def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
@@ -734,6 +743,10 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         return unknown()
     if kind == ENCODING and method == "to":
         return (value,)
+    if kind == INPUT_EMBEDDINGS and method == "register_forward_hook" and _hook_requires_grad(event):
+        for model in value.get("model"):
+            _enable_input_grads(interp, env, model)
+        return unknown()
     if kind == SELF and method in CONFIG_DUMP_METHODS and not event.args:
         dumped = config_dump(interp, (value,), event.node.func.value, env)
         if dumped[0].kind == CONST:
@@ -791,6 +804,8 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         return (Value(PARAMS, event.node, model=(value,), modules=method.endswith("modules")),)
     if method == "state_dict" and value.kind == PEFT_MODEL and not event.args and not event.kwargs:
         return (Value(STATE_DICT, event.node, model=(value,)),)
+    if method == "get_input_embeddings":
+        return (Value(INPUT_EMBEDDINGS, event.node, model=(value,)),)
     new = None
     if method == "half":
         new = value.derive(dtype="float16", halved_at=event.node if value.kind == PEFT_MODEL else None)
