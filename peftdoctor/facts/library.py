@@ -318,6 +318,14 @@ NON_TEXT_INPUT_MODELS = (
 REENTRANT_DEFAULT = "default"  # a checkpointing call or argument that leaves use_reentrant to the library
 
 
+def trl_trainer_leaves_input_grads(class_name: str, trl) -> bool:
+    """A TRL trainer given a model that is already a PeftModel, with gradient checkpointing, leaves its input
+    grads off (read in the trl sources): SFTTrainer before 0.20 enables them only for a model it wraps itself
+    with `peft_config` (0.7.11 to 0.19); from 0.20 on it enables them for a given PeftModel too. The other
+    trainers (DPOTrainer, ...) enable them for any model they are given. `trl` is the project's version."""
+    return class_name.endswith("SFTTrainer") and trl.below(0, 20)
+
+
 def _checkpointing_flag(event):
     """TrainingArguments(gradient_checkpointing=...) or its transformers 5 name, activation_checkpointing."""
     for keyword in ("gradient_checkpointing", "activation_checkpointing"):
