@@ -514,7 +514,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
                   head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls),
                   quantization=load_quantization(event), quantization_optional=quantization_optional(event),
-                  quantization_flagless=flagless_quantization(event)),)
+                  quantization_flagless=flagless_quantization(event),
+                  source=event.arg(0, "pretrained_model_name_or_path")),)
 
 
 def _tied_embeddings(event, cls: str):
