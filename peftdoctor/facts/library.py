@@ -1084,6 +1084,8 @@ PAD_MASKING_COLLATORS = {
     "trl.trainer.DataCollatorForCompletionOnlyLM": False,
     "trl.trainer.utils.DataCollatorForCompletionOnlyLM": False,
 }
+# Contexts (and decorators) under which a function runs its model without gradients: an evaluation.
+NO_GRAD_CONTEXTS = ("torch.no_grad", "torch.inference_mode")
 # Checkpoint families whose tokenizer has no pad token: an `if tokenizer.pad_token is None:` fallback to
 # eos runs for them.
 NO_PAD_TOKEN_CHECKPOINTS = ("gpt2", "gpt-neo", "gpt-j", "llama", "mistral", "mixtral", "falcon", "pythia")

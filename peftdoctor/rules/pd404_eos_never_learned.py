@@ -1,6 +1,14 @@
 """PD404: the pad token is the eos token and the collator masks every pad-id label, eos included."""
 
-from peftdoctor.facts.library import NO_PAD_TOKEN_CHECKPOINTS, PAD_MASKING_COLLATORS, sft_default_collator_masks_pad
+import libcst as cst
+
+from peftdoctor.facts.library import (
+    NO_GRAD_CONTEXTS,
+    NO_PAD_TOKEN_CHECKPOINTS,
+    PAD_MASKING_COLLATORS,
+    sft_default_collator_masks_pad,
+)
+from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
     BASE_MODEL,
     CONST,
@@ -75,10 +83,24 @@ def _where_pad_set(facts, tokenizer) -> str:
     return f" (pad = eos at {facts.where(node)})" if node is not None else ""
 
 
+def _evaluation_only(facts, event) -> bool:
+    """The collator is built in a function that runs under torch.no_grad()/inference_mode() and neither
+    steps backward nor builds a trainer: its labels only score the eos in an evaluation, nothing learns."""
+    scope = event.scope
+    if not isinstance(scope, cst.FunctionDef) or facts.has_backward(scope):
+        return False
+    here = [e for e in facts.events if e.scope is scope]
+    if any(v.kind == TRAINER for e in here for v in e.result):
+        return False
+    decorators = {dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator)
+                  for d in scope.decorators}
+    return bool(decorators & set(NO_GRAD_CONTEXTS)) or any(e.name in NO_GRAD_CONTEXTS for e in here)
+
+
 def _collator_findings(facts):
     for event in facts.events:
         mlm_default = PAD_MASKING_COLLATORS.get(event.name)
-        if mlm_default is None:
+        if mlm_default is None or _evaluation_only(facts, event):
             continue
         mlm = event.arg(1, "mlm") if mlm_default else event.kwargs.get("mlm")
         if (const_value(mlm, MISSING) if mlm is not None else mlm_default) is not False:
