@@ -21,7 +21,6 @@ from peftdoctor.facts.values import (
     ENCODING,
     FUNCTION,
     GRAD_SCALER,
-    INPUT_EMBEDDINGS,
     MISSING,
     OPTIMIZER,
     PARAM,
@@ -373,6 +372,22 @@ def _hook_requires_grad(event) -> bool:
                for v in event.arg(0, "hook") or ())
 
 
+def _models_inside(interp, node, env) -> list[Value]:
+    """The models a module expression belongs to, read from its longest dotted prefix that holds one:
+    `model.get_input_embeddings()` and `model.model.encoder.conv1` belong to `model`."""
+    while True:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            node = node.func.value
+        elif isinstance(node, cst.Attribute):
+            node = node.value
+        else:
+            return []
+        if dotted(node) is not None:
+            models = [v for v in interp.eval(node, env) if v.kind in (BASE_MODEL, PEFT_MODEL)]
+            if models:
+                return models
+
+
 def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
     """An optimizer built from the base's parameters before this wrap holds none of the adapter's
     new parameters: on this path it is marked `wrapped_after` the wrap."""
@@ -718,6 +733,9 @@ def call_method(interp, event, env) -> Values:
     method = event.method
     if method == "backward":
         interp.mark_backward()
+    if method == "register_forward_hook" and _hook_requires_grad(event):
+        for model in _models_inside(interp, event.node.func.value, env):
+            _enable_input_grads(interp, env, model)
     results = []
     for value in _not_none(event.receiver):
         results.append(_method_of(interp, event, env, value, method))
@@ -752,10 +770,6 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         return unknown()
     if kind == ENCODING and method == "to":
         return (value,)
-    if kind == INPUT_EMBEDDINGS and method == "register_forward_hook" and _hook_requires_grad(event):
-        for model in value.get("model"):
-            _enable_input_grads(interp, env, model)
-        return unknown()
     if kind == SELF and method in CONFIG_DUMP_METHODS and not event.args:
         dumped = config_dump(interp, (value,), event.node.func.value, env)
         if dumped[0].kind == CONST:
@@ -813,8 +827,6 @@ def _model_method(interp, event, env, value: Value, method: str) -> Values:
         return (Value(PARAMS, event.node, model=(value,), modules=method.endswith("modules")),)
     if method == "state_dict" and value.kind == PEFT_MODEL and not event.args and not event.kwargs:
         return (Value(STATE_DICT, event.node, model=(value,)),)
-    if method == "get_input_embeddings":
-        return (Value(INPUT_EMBEDDINGS, event.node, model=(value,)),)
     new = None
     if method == "half":
         new = value.derive(dtype="float16", halved_at=event.node if value.kind == PEFT_MODEL else None)

@@ -40,7 +40,6 @@ QUANT_CONFIG = "quant_config"  # BitsAndBytesConfig / GPTQConfig / AwqConfig: at
 # or a pipeline: attrs["models"], the models passed to it (unet=, transformer=)
 DIFFUSERS_MODEL = "diffusers_model"
 STATE_DICT = "state_dict"  # a PeftModel's whole model.state_dict() (base weights, adapter-named keys): attrs["model"]
-INPUT_EMBEDDINGS = "input_embeddings"  # model.get_input_embeddings(): attrs["model"], the model it belongs to
 
 # Kinds whose values remember the branch that made them (see conditions.py).
 GUARDED_KINDS = frozenset({BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINER, TRAINING_ARGS, TUNER})
