@@ -366,10 +366,12 @@ def _enable_input_grads(interp, env, model: Value) -> None:
 
 
 def _hook_requires_grad(event) -> bool:
-    """`register_forward_hook(f)` where `f`, a function of the project, calls `requires_grad_`: the manual
-    form of `enable_input_require_grads()` (what that method registers itself), so the inputs require grad."""
-    return any(v.kind == FUNCTION and any(method_calls_in(v.node, ("requires_grad_",)))
-               for v in event.arg(0, "hook") or ())
+    """`register_forward_hook(f)` where `f`, a function of the project or a lambda, calls `requires_grad_`: the
+    manual form of `enable_input_require_grads()` (what that method registers itself), so the inputs require
+    grad."""
+    hooks = [v.node for v in event.arg(0, "hook") or () if v.kind == FUNCTION]
+    hooks += [arg.value for arg in event.node.args[:1] if isinstance(arg.value, cst.Lambda)]
+    return any(any(method_calls_in(hook, ("requires_grad_",))) for hook in hooks)
 
 
 def _models_inside(interp, node, env) -> list[Value]:
