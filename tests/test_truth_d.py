@@ -181,6 +181,49 @@ def test_pd401_checkpointing_as_transformers_4_enables_it_leaves_a_peft_model_wi
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in fixed.named_parameters() if "lora_B" in n)
 
 
+def whisper_lora_b_grads(hook_on_encoder_input: bool) -> list:
+    """A tiny Whisper wrapped with LoRA, then checkpointed with use_reentrant=True (after the wrap, so peft
+    enables nothing): the gradient sum of every lora_B after one backward, or the RuntimeError's text."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=64, num_mel_bins=8, d_model=16, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                           decoder_ffn_dim=32, max_source_positions=16, max_target_positions=16,
+                           decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    base = WhisperForConditionalGeneration(config)
+    if hook_on_encoder_input:
+        def output_needs_grad(module, inputs, output):
+            output.requires_grad_(True)
+
+        base.model.encoder.conv1.register_forward_hook(output_needs_grad)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    base._set_gradient_checkpointing(enable=True,
+                                     gradient_checkpointing_func=functools.partial(checkpoint, use_reentrant=True))
+    model.train()
+    labels = torch.randint(2, 64, (2, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model(input_features=torch.randn(2, 8, 32), labels=labels).loss.backward()
+        except RuntimeError as error:
+            return [str(error)]
+    return [float(p.grad.abs().sum()) if p.grad is not None else 0.0
+            for name, p in model.named_parameters() if "lora_B" in name]
+
+
+def test_pd401_a_hook_on_the_whisper_encoder_input_gives_the_adapter_gradients():
+    """Why the rule is silent for a forward hook that calls `output.requires_grad_(True)` on a module of
+    the model (here Whisper's first encoder convolution, its input having no embedding layer)."""
+    (message,) = whisper_lora_b_grads(hook_on_encoder_input=False)
+    assert "does not require grad" in message
+    grads = whisper_lora_b_grads(hook_on_encoder_input=True)
+    assert len(grads) == 12 and all(g > 0 for g in grads)
+
+
 # ------------------------------------------------------------------ PD202
 def pure_fp16_steps(model, steps=2, **optimizer_kwargs) -> tuple[list[float], int]:
     """A hand loop with no AMP: (the losses, how many trainable tensors are non-finite at the end)."""
@@ -288,5 +331,18 @@ def test_pd402_transformers_5_checkpointing_enables_input_grads_for_a_4bit_text_
     """Why the rule is silent on transformers >= 5.0 for an input_ids model: it enables input grads itself."""
     base = load_4bit(llama_dir)
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    grads = lora_b_grads(get_peft_model(base, lora()))
+    assert len(grads) == 4 and all(g > 0 for g in grads)
+
+
+def test_pd402_a_forward_hook_on_the_input_embeddings_gives_gradients(llama_dir):
+    """Why the rule is silent for `get_input_embeddings().register_forward_hook(f)` with `f` calling
+    `output.requires_grad_(True)`: the manual form of enable_input_require_grads() works for a k-bit base."""
+    def embeddings_need_grad(module, inputs, output):
+        output.requires_grad_(True)
+
+    base = load_4bit(llama_dir)
+    base.get_input_embeddings().register_forward_hook(embeddings_need_grad)
+    checkpoint_as_transformers_4(base)
     grads = lora_b_grads(get_peft_model(base, lora()))
     assert len(grads) == 4 and all(g > 0 for g in grads)

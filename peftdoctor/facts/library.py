@@ -19,6 +19,7 @@ from peftdoctor.facts.values import (
     CONST,
     DIFFUSERS_MODEL,
     ENCODING,
+    FUNCTION,
     GRAD_SCALER,
     MISSING,
     OPTIMIZER,
@@ -336,6 +337,14 @@ NON_TEXT_INPUT_MODELS = (
 REENTRANT_DEFAULT = "default"  # a checkpointing call or argument that leaves use_reentrant to the library
 
 
+def trl_trainer_leaves_input_grads(class_name: str, trl) -> bool:
+    """A TRL trainer given a model that is already a PeftModel, with gradient checkpointing, leaves its input
+    grads off (read in the trl sources): SFTTrainer before 0.20 enables them only for a model it wraps itself
+    with `peft_config` (0.7.11 to 0.19); from 0.20 on it enables them for a given PeftModel too. The other
+    trainers (DPOTrainer, ...) enable them for any model they are given. `trl` is the project's version."""
+    return class_name.endswith("SFTTrainer") and trl.below(0, 20)
+
+
 def _checkpointing_flag(event):
     """TrainingArguments(gradient_checkpointing=...) or its transformers 5 name, activation_checkpointing."""
     for keyword in ("gradient_checkpointing", "activation_checkpointing"):
@@ -374,6 +383,31 @@ def _enable_input_grads(interp, env, model: Value) -> None:
                 if value.kind == PEFT_MODEL and not value.get("input_grads") and any(
                         b.node is model.node for b in value.get("base") or ()):
                     interp.mutate(env, value, value.derive(input_grads=True))
+
+
+def _hook_requires_grad(event) -> bool:
+    """`register_forward_hook(f)` where `f`, a function of the project or a lambda, calls `requires_grad_`: the
+    manual form of `enable_input_require_grads()` (what that method registers itself), so the inputs require
+    grad."""
+    hooks = [v.node for v in event.arg(0, "hook") or () if v.kind == FUNCTION]
+    hooks += [arg.value for arg in event.node.args[:1] if isinstance(arg.value, cst.Lambda)]
+    return any(any(method_calls_in(hook, ("requires_grad_",))) for hook in hooks)
+
+
+def _models_inside(interp, node, env) -> list[Value]:
+    """The models a module expression belongs to, read from its longest dotted prefix that holds one:
+    `model.get_input_embeddings()` and `model.model.encoder.conv1` belong to `model`."""
+    while True:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            node = node.func.value
+        elif isinstance(node, cst.Attribute):
+            node = node.value
+        else:
+            return []
+        if dotted(node) is not None:
+            models = [v for v in interp.eval(node, env) if v.kind in (BASE_MODEL, PEFT_MODEL)]
+            if models:
+                return models
 
 
 def _stale_optimizers(interp, env, base: Values | None, wrap_node) -> None:
@@ -526,7 +560,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     return (Value(BASE_MODEL, event.node, class_name=cls, dtype=dtype, quantized=quantized, head=has_head,
                   head_task=task, resized=False, new_tokens=False, tied=_tied_embeddings(event, cls),
                   quantization=load_quantization(event), quantization_optional=quantization_optional(event),
-                  quantization_flagless=flagless_quantization(event)),)
+                  quantization_flagless=flagless_quantization(event),
+                  source=event.arg(0, "pretrained_model_name_or_path")),)
 
 
 def _tied_embeddings(event, cls: str):
@@ -793,6 +828,9 @@ def call_method(interp, event, env) -> Values:
     method = event.method
     if method == "backward":
         interp.mark_backward()
+    if method == "register_forward_hook" and _hook_requires_grad(event):
+        for model in _models_inside(interp, event.node.func.value, env):
+            _enable_input_grads(interp, env, model)
     results = []
     for value in _not_none(event.receiver):
         results.append(_method_of(interp, event, env, value, method))
@@ -1258,6 +1296,8 @@ PAD_MASKING_COLLATORS = {
     "trl.trainer.DataCollatorForCompletionOnlyLM": False,
     "trl.trainer.utils.DataCollatorForCompletionOnlyLM": False,
 }
+# Contexts (and decorators) under which a function runs its model without gradients: an evaluation.
+NO_GRAD_CONTEXTS = ("torch.no_grad", "torch.inference_mode")
 # Checkpoint families whose tokenizer has no pad token: an `if tokenizer.pad_token is None:` fallback to
 # eos runs for them.
 NO_PAD_TOKEN_CHECKPOINTS = ("gpt2", "gpt-neo", "gpt-j", "llama", "mistral", "mixtral", "falcon", "pythia")

@@ -14,7 +14,9 @@ from peftdoctor.facts.library import (
     NON_TEXT_INPUT_MODELS,
     REENTRANT_DEFAULT,
     reentrant_of,
+    trl_trainer_leaves_input_grads,
 )
+from peftdoctor.facts.api_versions import shown
 from peftdoctor.facts.values import PEFT_MODEL, TRAINER, TRAINING_ARGS
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, local_anchor
@@ -83,20 +85,34 @@ def _consequence(facts, ctx, model, reentrant) -> tuple[str, str] | None:
     return what, version.text
 
 
-def _after_wrap(facts):
-    """(node to report, the checkpointed PeftModel, use_reentrant) for every checkpointing turned on after
-    the wrap: a Trainer with gradient_checkpointing=True, or gradient_checkpointing_enable() on the PeftModel."""
+def _old_sft_trainer(facts, ctx, trainer):
+    """The project's trl version when this is a TRL trainer that leaves input grads off for a PeftModel it
+    is given (see library.trl_trainer_leaves_input_grads), else None."""
+    if trainer.get("library") != "trl":
+        return None
+    trl = ctx.version("trl", facts)
+    return trl if trl_trainer_leaves_input_grads(trainer.get("class_name") or "", trl) else None
+
+
+def _after_wrap(facts, ctx):
+    """(node to report, the checkpointed PeftModel, use_reentrant, the trl version of an old SFTTrainer or
+    None) for every checkpointing turned on after the wrap: a Trainer (or an old TRL SFTTrainer) with
+    gradient_checkpointing=True, or gradient_checkpointing_enable() on the PeftModel."""
     for event in facts.method_calls("train"):
         for trainer in event.receiver:
-            if trainer.kind != TRAINER or trainer.get("library") != "transformers" or trainer.get("maybe"):
+            if trainer.kind != TRAINER or trainer.get("maybe"):
+                continue
+            trl = _old_sft_trainer(facts, ctx, trainer)
+            if trainer.get("library") != "transformers" and trl is None:
                 continue
             args = trainer.get("args") or ()
             if not args or not all(a.kind == TRAINING_ARGS and a.get("checkpointing") is True for a in args):
                 continue
             reentrant = {a.get("reentrant") for a in args}
             for model in trainer.get("trained") or ():
-                if model.kind == PEFT_MODEL and not model.get("maybe") and model.get("checkpointing") is None:
-                    yield args[0].node, model, reentrant.pop() if len(reentrant) == 1 else None
+                if model.kind == PEFT_MODEL and not model.get("maybe") and model.get("checkpointing") is None \
+                        and model.node is not trainer.node:  # not a wrap by the trainer's own peft_config
+                    yield args[0].node, model, reentrant.pop() if len(reentrant) == 1 else None, trl
     trained = {id(model.node) for use in training_uses(facts) for model in use.models}
     for event in facts.events:
         if event.method not in CHECKPOINTING_METHODS:
@@ -104,12 +120,12 @@ def _after_wrap(facts):
         reentrant = reentrant_of(event.arg(0, CHECKPOINTING_METHODS[event.method]), event.star_kwargs)
         for model in event.receiver:
             if model.kind == PEFT_MODEL and id(model.node) in trained and not model.get("maybe"):
-                yield event.node, model, reentrant
+                yield event.node, model, reentrant, None
 
 
 def check(facts, ctx):
     reported = set()
-    for node, model, reentrant in _after_wrap(facts):
+    for node, model, reentrant, trl in _after_wrap(facts, ctx):
         if model.get("trainable") is False:
             continue  # a frozen adapter: PD103
         if input_grads_called(facts, model) or _checkpointed_before_wrap(facts, model):
@@ -122,6 +138,10 @@ def check(facts, ctx):
             continue
         reported.add(id(anchor))
         what, versions = consequence
+        if trl is not None:
+            what += (f"; SFTTrainer on trl {shown(trl.version)} enables input grads only for a model it wraps itself "
+                     "with peft_config (from trl 0.20 on also for a PeftModel it is given)")
+            versions = f"{versions}; {trl.text}"
         yield finding(
             facts, anchor, CODE,
             f"gradient checkpointing is turned on after the model is wrapped ({facts.code_of(model.node.func)}(...) "

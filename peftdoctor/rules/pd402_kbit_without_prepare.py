@@ -19,9 +19,11 @@ CODE = "PD402"
 
 
 def _unprepared_checkpointed_kbit(model):
-    """The k-bit bases of this PeftModel, checkpointed before the wrap and never prepared, on a real path."""
+    """The k-bit bases of this PeftModel, checkpointed before the wrap and never prepared nor given input
+    grads (`enable_input_require_grads()`, or a requires_grad_ forward hook on one of its modules), on a real path."""
     return [b for b in model.get("base") or () if b.kind == BASE_MODEL and b.get("quantized")
-            and not b.get("maybe") and not b.get("kbit_prepared") and b.get("checkpointing") is not None]
+            and not b.get("maybe") and not b.get("kbit_prepared") and not b.get("input_grads")
+            and b.get("checkpointing") is not None]
 
 
 def check(facts, ctx):

@@ -1,7 +1,24 @@
 """PD404: the pad token is the eos token and the collator masks every pad-id label, eos included."""
 
-from peftdoctor.facts.library import NO_PAD_TOKEN_CHECKPOINTS, PAD_MASKING_COLLATORS, sft_default_collator_masks_pad
-from peftdoctor.facts.values import MISSING, TOKENIZER, TRAINER, TRAINING_ARGS, const_value
+import libcst as cst
+
+from peftdoctor.facts.library import (
+    NO_GRAD_CONTEXTS,
+    NO_PAD_TOKEN_CHECKPOINTS,
+    PAD_MASKING_COLLATORS,
+    sft_default_collator_masks_pad,
+)
+from peftdoctor.facts.names import dotted
+from peftdoctor.facts.values import (
+    BASE_MODEL,
+    CONST,
+    MISSING,
+    PEFT_MODEL,
+    TOKENIZER,
+    TRAINER,
+    TRAINING_ARGS,
+    const_value,
+)
 from peftdoctor.registry import Rule, register
 from peftdoctor.facts.api_versions import shown
 from peftdoctor.rules.base import NEEDS_PEFT, finding
@@ -22,9 +39,31 @@ def _only_when_missing(tokenizer) -> bool:
     return any(not holds and "pad_token" in text for text, holds in tokenizer.get("guard") or ())
 
 
-def _has_no_pad_of_its_own(tokenizer) -> bool:
-    checkpoint = const_value(tokenizer.get("source"), None)
+def _no_pad_checkpoint(checkpoint) -> bool:
+    """A checkpoint named in the script, of a family whose tokenizer has no pad token."""
     return isinstance(checkpoint, str) and any(family in checkpoint.lower() for family in NO_PAD_TOKEN_CHECKPOINTS)
+
+
+def _has_no_pad_of_its_own(tokenizer) -> bool:
+    return _no_pad_checkpoint(const_value(tokenizer.get("source"), None))
+
+
+def _model_checkpoints(values) -> list | None:
+    """The checkpoint each path's model was loaded from (a name, or a model's from_pretrained argument);
+    None when some path's is not known here."""
+    found = []
+    for value in values or ():
+        if value.get("maybe"):
+            continue
+        if value.kind == CONST:
+            found.append(value.get("value"))
+        elif value.kind == BASE_MODEL:
+            found.append(const_value(value.get("source"), None))
+        elif value.kind == PEFT_MODEL and value.get("base"):
+            found.extend(const_value(base.get("source"), None) for base in value.get("base"))
+        else:
+            return None
+    return found or None
 
 
 def _pads_with_eos(values):
@@ -44,10 +83,24 @@ def _where_pad_set(facts, tokenizer) -> str:
     return f" (pad = eos at {facts.where(node)})" if node is not None else ""
 
 
+def _evaluation_only(facts, event) -> bool:
+    """The collator is built in a function that runs under torch.no_grad()/inference_mode() and neither
+    steps backward nor builds a trainer: its labels only score the eos in an evaluation, nothing learns."""
+    scope = event.scope
+    if not isinstance(scope, cst.FunctionDef) or facts.has_backward(scope):
+        return False
+    here = [e for e in facts.events if e.scope is scope]
+    if any(v.kind == TRAINER for e in here for v in e.result):
+        return False
+    decorators = {dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator)
+                  for d in scope.decorators}
+    return bool(decorators & set(NO_GRAD_CONTEXTS)) or any(e.name in NO_GRAD_CONTEXTS for e in here)
+
+
 def _collator_findings(facts):
     for event in facts.events:
         mlm_default = PAD_MASKING_COLLATORS.get(event.name)
-        if mlm_default is None:
+        if mlm_default is None or _evaluation_only(facts, event):
             continue
         mlm = event.arg(1, "mlm") if mlm_default else event.kwargs.get("mlm")
         if (const_value(mlm, MISSING) if mlm is not None else mlm_default) is not False:
@@ -84,18 +137,25 @@ def _sft_default_collator_findings(facts, ctx):
             continue
         if "data_collator" in event.kwargs or event.star_kwargs or len(event.args) > SFT_COLLATOR_POSITION:
             continue
-        tokenizer = _pads_with_eos(event.kwargs.get("tokenizer") or event.kwargs.get("processing_class"))
-        if tokenizer is None:
-            continue
+        passed = event.kwargs.get("tokenizer") or event.kwargs.get("processing_class")
+        if passed is not None:
+            tokenizer = _pads_with_eos(passed)
+            if tokenizer is None:
+                continue
+            why = f"the tokenizer's pad token is its eos token{_where_pad_set(facts, tokenizer)}"
+        else:
+            checkpoints = _model_checkpoints(event.arg(0, "model"))
+            if not checkpoints or not all(_no_pad_checkpoint(c) for c in checkpoints):
+                continue
+            why = (f"without a tokenizer it loads {checkpoints[0]}'s own, which has no pad token, and sets its "
+                   "pad token to the eos token")
         trl = ctx.version("trl", facts)
         if not sft_default_collator_masks_pad(trl, _packing(facts, event)):
             continue
         yield finding(
             facts, event.node, CODE,
             f"SFTTrainer without data_collator on trl {shown(trl.version)} uses transformers' "
-            "DataCollatorForLanguageModeling"
-            f"(mlm=False), and the tokenizer's pad token is its eos token{_where_pad_set(facts, tokenizer)}: "
-            f"{WHAT_HAPPENS}",
+            f"DataCollatorForLanguageModeling(mlm=False), and {why}: {WHAT_HAPPENS}",
             HINT + "; trl >= 0.16.1 masks padding by position",
             versions=trl.text,
         )
