@@ -25,6 +25,7 @@ from peftdoctor.facts.values import (
     CLASS,
     CONST,
     DIFFUSERS_MODEL,
+    NAMESPACE,
     FUNCTION,
     GUARDED_KINDS,
     LOCAL,
@@ -53,7 +54,7 @@ MAX_INLINE_DEPTH = 4
 # Argument kinds worth a context-sensitive walk of the callee.
 TRACKED_KINDS = frozenset({
     BASE_MODEL, PEFT_MODEL, PEFT_CONFIG, TOKENIZER, TRAINING_ARGS, TRAINER, OPTIMIZER, ACCELERATOR, TUNER, VOCAB,
-    SELF, QUANT_CONFIG, DIFFUSERS_MODEL,
+    SELF, QUANT_CONFIG, DIFFUSERS_MODEL, NAMESPACE,
 })
 
 

@@ -425,7 +425,11 @@ class Interpreter(LocalCalls):
             inner = self.eval(node.expression, env)
             if isinstance(node.operator, cst.Not):
                 value = const_value(inner)
-                return const(not value) if value is not MISSING else unknown()
+                if value is MISSING:
+                    return unknown()
+                if any(v.get("default") for v in inner):  # `not args.no_x`: still only the default run's value
+                    return (Value(CONST, node, value=not value, default=True),)
+                return const(not value)
             return unknown()
         if isinstance(node, cst.IfExp):
             taken = _known_truth(self.eval(node.test, env))  # as for an if statement: a known test picks a side

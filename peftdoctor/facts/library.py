@@ -10,10 +10,12 @@ import dataclasses
 
 import libcst as cst
 
+from peftdoctor.facts import command_line
 from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
     ACCELERATOR,
     ARG_PARSER,
+    NAMESPACE,
     BASE_MODEL,
     CLASS,
     CONST,
@@ -119,7 +121,7 @@ RELEVANT_WORDS = ("peft", "transformers", "trl", "from_pretrained", "Trainer", "
 RELEVANT_IN_DEFINITIONS = (
     "from_pretrained", "from_config", "peft", "Peft", "LoraConfig", "lora", "Lora", "add_special_tokens",
     "add_tokens", "resize_token_embeddings", "setup_chat_format", "Trainer", ".train(", "backward",
-    "merge_and_unload", "save_pretrained", "prepare_model_for_kbit_training", ".half(", "float16", "dequantize",
+    "merge_and_unload", "save_pretrained", "prepare_model_for_", ".half(", "float16", "dequantize",
     "HfArgumentParser", "TrainingArguments", "torch.save", "optim.", "Accelerator", "GradScaler",
     "field(", "quantization_config", "load_in_4bit", "load_in_8bit", "load_adapter", "set_adapter", "push_to_hub",
     "checkpointing_enable", "enable_input_require_grads",
@@ -214,6 +216,8 @@ def call_named(interp, event, env) -> Values:
         result = _transformers_call(interp, event, env, parts)
         if result is not None:
             return result
+    if name in ARGPARSE_PARSERS:
+        return command_line.new_parser(event)
     if top == "accelerate" and last == "Accelerator":
         return (Value(ACCELERATOR, event.node, mixed_precision=_flag(event, "mixed_precision")),)
     if name in GRAD_SCALERS:
@@ -313,7 +317,7 @@ def _peft_call(interp, event, env, parts) -> Values:
             return (Value(PEFT_CONFIG, event.node, known=False),)
         return (Value(PEFT_CONFIG, event.node, known=True, peft_class=last, fields=_kwargs_literal(event),
                       alternatives=_kwargs_alternatives(event)),)
-    if last == "prepare_model_for_kbit_training":
+    if last in KBIT_PREPARERS:
         return _prepare_for_kbit(interp, env, event)
     if last == "cast_mixed_precision_params":
         return _mark_models(interp, env, event.arg(0, "model"), casted=True)
@@ -324,6 +328,9 @@ def _peft_call(interp, event, env, parts) -> Values:
 CHECKPOINTING_METHODS = {"gradient_checkpointing_enable": "gradient_checkpointing_kwargs",
                          "activation_checkpointing_enable": "activation_checkpointing_kwargs"}
 # Calls that make the embedding output require grad, so reentrant checkpointing passes gradients on.
+# peft's preparation of a k-bit base for training; prepare_model_for_int8_training is its name before 0.4
+# (the same steps for an 8-bit model) and its alias until 0.10 removed it
+KBIT_PREPARERS = ("prepare_model_for_kbit_training", "prepare_model_for_int8_training")
 INPUT_GRAD_METHODS = ("enable_input_require_grads", "prepare_model_for_gradient_checkpointing")
 # Words of model classes whose main input is not `input_ids` (pixel_values, input_features, input_values):
 # transformers >= 5.0 enables input grads itself only for `input_ids` models.
@@ -738,6 +745,10 @@ DIFFUSERS_LORA_LOADERS = {"load_lora_weights": (None, 1), "load_lora_adapter": (
 LOAD_STATE_HOOKS = ("register_load_state_pre_hook",)
 
 
+# The standard library's command-line parser: its options' defaults are what a run without flags uses.
+ARGPARSE_PARSERS = ("argparse.ArgumentParser",)
+
+
 # diffusers' cast of the trainable parameters of a model (or a list of models) to float32 (diffusers >= 0.26)
 FP32_TRAINABLE_CASTS = ("cast_training_params",)
 
@@ -897,6 +908,8 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         peft = value.get("peft")
         _change_held(interp, env, peft, peft.derive(unfrozen=True, inactive_load=None), event.node.func.value.value)
         return unknown()
+    if kind == ARG_PARSER and value.get("options") is not None:
+        return command_line.parser_method(event, value, method)
     if kind == ARG_PARSER and method.startswith("parse_") and method != "parse_known_args":
         return (Value(TUPLE, event.node, items=[_parsed_arguments(interp, event, env, v)
                                                 for v in _dataclass_types(value)]),)
@@ -1162,6 +1175,8 @@ def _all_names(env):
 
 
 def attribute_of(value: Value, attr: str, node: cst.CSTNode | None = None) -> Value | None:
+    if value.kind == NAMESPACE:
+        return command_line.option_value(value, attr)
     if value.kind == ENCODING and attr in ENCODING_FIELDS:
         return value
     if value.kind == TOKENIZER and attr in SPECIAL_TOKEN_ATTRIBUTES:

@@ -30,7 +30,9 @@ CLASS = "class"
 SELF = "self"  # the first parameter of a method: attrs["cls"]
 PARAM = "param"  # a function's parameter, unknown inside it: attrs["index"] (self not counted), attrs["name"]
 LOCAL = "local"  # a module of the checked project (name None) or a name in it: attrs["module"], attrs["name"]
-ARG_PARSER = "arg_parser"  # transformers.HfArgumentParser: attrs["items"], the dataclass types
+ARG_PARSER = "arg_parser"  # transformers.HfArgumentParser: attrs["items"], the dataclass types; argparse's
+# ArgumentParser: attrs["options"], option name -> its default's values (see facts/command_line.py)
+NAMESPACE = "namespace"  # what argparse's parse_args() returns: attrs["options"], as its parser's
 VOCAB = "vocab"  # len(tokenizer): attrs["tokenizer"], so a resize to it knows whether tokens were added
 TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
 ENCODING = "encoding"  # what tokenizer(...) returns: attrs["tokenizer"], ["padded"], ["padding_side"]
@@ -78,6 +80,8 @@ FIELDS = frozenset({
     "padding_side", "padded",
     # diffusers models: the adapter names add_adapter gave them, and the add_adapter call that gave the first
     "adapters", "adapter_at",
+    # argparse parsers and the namespaces they parse: option name -> the values of its default
+    "options",
     # diffusers models: the cast or load that may make them float16 (None: not float16 on any path)
     "fp16_at",
 })
