@@ -30,6 +30,7 @@ from peftdoctor.facts.values import (
     CLASS,
     CONST,
     FUNCTION,
+    HF_PIPELINE,
     LOCAL,
     MISSING,
     PEFT_MODEL,
@@ -596,8 +597,11 @@ class Interpreter(LocalCalls):
         else:
             callee = self.eval(func, env)
             models = tuple(v for v in callee if v.kind in (BASE_MODEL, PEFT_MODEL))
+            pipelines = tuple(v for v in callee if v.kind == HF_PIPELINE)
             if models:  # `model(**inputs)`: a forward pass, recorded as the method `__call__`
                 receiver, method = models, "__call__"
+            elif pipelines:  # `pipe(prompt)`: the pipeline runs its model (a generate() for generation tasks)
+                receiver, method = library.pipeline_run(pipelines)
         args: list[Values] = []
         kwargs: dict[str, Values] = {}
         star_kwargs = False

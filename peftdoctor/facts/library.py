@@ -16,6 +16,7 @@ from peftdoctor.facts.values import (
     ACCELERATOR,
     ARG_PARSER,
     NAMESPACE,
+    HF_PIPELINE,
     BASE_MODEL,
     CLASS,
     CONST,
@@ -218,6 +219,10 @@ def call_named(interp, event, env) -> Values:
             return result
     if name in ARGPARSE_PARSERS:
         return command_line.new_parser(event)
+    if name in HF_PIPELINE_FACTORIES:
+        task = const_value(event.arg(0, "task"), None)
+        models = tuple(v for v in event.arg(1, "model") or () if v.kind in (BASE_MODEL, PEFT_MODEL))
+        return (Value(HF_PIPELINE, event.node, models=models, task=task if isinstance(task, str) else None),)
     if top == "accelerate" and last == "Accelerator":
         return (Value(ACCELERATOR, event.node, mixed_precision=_flag(event, "mixed_precision")),)
     if name in GRAD_SCALERS:
@@ -743,6 +748,22 @@ DIFFUSERS_LORA_LOADERS = {"load_lora_weights": (None, 1), "load_lora_adapter": (
                           "load_lora_into_transformer": ("transformer", 3)}
 # The accelerate hook that runs inside accelerator.load_state(): a resume.
 LOAD_STATE_HOOKS = ("register_load_state_pre_hook",)
+
+
+# transformers.pipeline(task, model=...): calling the pipeline runs the model it was given, as it is (a pipeline
+# never calls .eval()); for these tasks the call is a generate()
+HF_PIPELINE_FACTORIES = ("transformers.pipeline", "transformers.pipelines.pipeline")
+GENERATION_TASKS = ("text-generation", "text2text-generation", "summarization", "translation",
+                    "image-text-to-text", "image-to-text", "conversational")
+
+
+def pipeline_run(pipelines: Values) -> tuple[Values, str]:
+    """What calling these pipelines runs: the models they hold, and as which method ("generate" for a
+    generation task, else a forward pass, "__call__")."""
+    models = union(*(p.get("models") or () for p in pipelines))
+    tasks = {p.get("task") for p in pipelines}
+    generates = bool(tasks) and all(t is not None and t.startswith(GENERATION_TASKS) for t in tasks)
+    return models, "generate" if generates else "__call__"
 
 
 # The standard library's command-line parser: its options' defaults are what a run without flags uses.

@@ -33,6 +33,7 @@ LOCAL = "local"  # a module of the checked project (name None) or a name in it: 
 ARG_PARSER = "arg_parser"  # transformers.HfArgumentParser: attrs["items"], the dataclass types; argparse's
 # ArgumentParser: attrs["options"], option name -> its default's values (see facts/command_line.py)
 NAMESPACE = "namespace"  # what argparse's parse_args() returns: attrs["options"], as its parser's
+HF_PIPELINE = "hf_pipeline"  # transformers.pipeline(task, model=m): attrs["models"], m's values; ["task"]
 VOCAB = "vocab"  # len(tokenizer): attrs["tokenizer"], so a resize to it knows whether tokens were added
 TUNER = "tuner"  # PeftModel.base_model: the LoraModel tuner, the injected base inside: attrs["peft"]
 ENCODING = "encoding"  # what tokenizer(...) returns: attrs["tokenizer"], ["padded"], ["padding_side"]
@@ -82,6 +83,8 @@ FIELDS = frozenset({
     "adapters", "adapter_at",
     # argparse parsers and the namespaces they parse: option name -> the values of its default
     "options",
+    # transformers pipelines: the task they were built for (None when not literal)
+    "task",
     # diffusers models: the cast or load that may make them float16 (None: not float16 on any path)
     "fp16_at",
 })

@@ -1,5 +1,7 @@
 """PD405: generate() on a PeftModel with LoRA dropout that is still in training mode."""
 
+import libcst as cst
+
 from peftdoctor.facts.values import PEFT_MODEL, TRAINER, TRAINING_ARGS, const_value
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, known_configs
@@ -57,6 +59,14 @@ def _trained_then_sampled(facts, value) -> bool:
     return True
 
 
+def _what_runs(event) -> str:
+    """`generate()`, or the pipeline call that runs generate() (a pipeline never calls .eval())."""
+    func = event.node.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "generate":
+        return "generate()"
+    return "a text-generation pipeline call (it runs generate() on the model as it is)"
+
+
 def check(facts, ctx):
     for event in facts.method_calls("generate"):
         for value in event.receiver:
@@ -67,7 +77,7 @@ def check(facts, ctx):
                 continue
             yield finding(
                 facts, event.node, CODE,
-                f"generate() on a PeftModel in training mode ({_why_training(facts, value)}) with "
+                f"{_what_runs(event)} on a PeftModel in training mode ({_why_training(facts, value)}) with "
                 f"lora_dropout={rate}: dropout stays active, so the outputs are random between calls "
                 "(measured: two greedy generate() calls on the same input give different tokens)",
                 "call model.eval() before generating or evaluating (and model.train() before training again)",
