@@ -55,3 +55,19 @@ def test_pd104_a_pipeline_on_the_wrapped_base_runs_the_adapter():
     tuned.eval()
     on_base, on_tuned, on_fresh = (greedy_outputs(m, runs=1) for m in (base, tuned, tiny_llama().eval()))
     assert on_base == on_tuned and on_fresh != on_tuned
+
+
+def test_pd405_training_the_wrapper_leaves_the_wrapped_base_in_train_mode(tmp_path):
+    """A trainer trains the PeftModel; the base object it was made from holds the same LoRA layers and is in
+    train mode after trainer.train() too, so a pipeline built on the base samples with dropout on."""
+    from transformers import Trainer, TrainingArguments
+    from truth_helpers import LMDataset
+
+    base = tiny_llama().eval()
+    tuned = get_peft_model(base, lora(lora_dropout=0.5))
+    make_nontrivial(tuned)
+    args = TrainingArguments(str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True)
+    Trainer(model=tuned, args=args, train_dataset=LMDataset()).train()
+    assert base.training and len(greedy_outputs(base)) > 1
+    base.eval()
+    assert len(greedy_outputs(base)) == 1

@@ -462,15 +462,21 @@ PROMPT_LEARNING_CONFIGS = frozenset({"PromptTuningConfig", "MultitaskPromptTunin
                                      "PromptEncoderConfig", "CPTConfig", "CartridgeConfig"})
 
 
-def _wrapped_in_place(interp, env, base: Values | None, wrap_node, config: Values | None = None) -> None:
+def _wrapped_in_place(interp, env, base: Values | None, wrap_node, config: Values | None = None) -> Values:
     """A wrap injects the LoRA layers into the base model object itself: every name still holding
-    that object now holds a model that runs the adapter. Not a prompt-learning config's wrap, which
-    leaves the base object's layers as they were."""
+    that object now holds a model that runs the adapter (the base values as they are now are returned).
+    Not a prompt-learning config's wrap, which leaves the base object's layers as they were."""
     if config and all(c.kind == PEFT_CONFIG and c.get("peft_class") in PROMPT_LEARNING_CONFIGS for c in config):
-        return
+        return tuple(base or ())
+    now = []
     for value in base or ():
         if value.kind == BASE_MODEL:
-            interp.mutate(env, value, value.derive(wrapped_by=wrap_node))
+            wrapped = value.derive(wrapped_by=wrap_node)
+            interp.mutate(env, value, wrapped)
+            now.append(wrapped)
+        else:
+            now.append(value)
+    return tuple(now)
 
 
 def _unwrapped_in_place(interp, env, peft: Value) -> None:
@@ -517,6 +523,20 @@ def _base_casted(base: Values) -> bool:
     return bool(base) and all(b.get("casted") or b.get("kbit_prepared") for b in base)
 
 
+def _mark_wrapped_bases(interp, env, values: Values, **changes) -> Values:
+    """The bases a wrap injected its adapter into (`SFTTrainer(model=base, peft_config=...)`) change with the
+    wrapper: they are the same modules (its train/eval mode)."""
+    results = []
+    for value in values:
+        if value.kind == BASE_MODEL and value.get("wrapped_by") is not None:
+            new = value.derive(**changes)
+            interp.mutate(env, value, new)
+            results.append(new)
+        else:
+            results.append(value)
+    return tuple(results)
+
+
 def _mark_models(interp, env, values: Values | None, kinds=(BASE_MODEL, PEFT_MODEL), **changes) -> Values:
     """The values of `kinds` changed in place (every name holding one sees the change); others as they are."""
     results = []
@@ -538,7 +558,8 @@ def _transformers_call(interp, event, env, parts) -> Values | None:
     if cls.endswith("Trainer") and cls == last:
         trainer = _trainer(interp, event, cls)
         if trainer.get("trained") is not trainer.get("model"):  # peft_config= wraps the base in place
-            _wrapped_in_place(interp, env, trainer.get("model"), event.node, trainer.get("peft_config"))
+            trainer = trainer.derive(model=_wrapped_in_place(interp, env, trainer.get("model"), event.node,
+                                                             trainer.get("peft_config")))
         return (trainer,)
     if cls == "HfArgumentParser" and cls == last:
         return (Value(ARG_PARSER, event.node, items=list(event.arg(0, "dataclass_types") or ())),)
@@ -957,6 +978,7 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
     if kind == TRAINER and method in TRAINER_MODES:
         models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method],
                               mode_at=event.node)
+        models = _mark_wrapped_bases(interp, env, models, training=TRAINER_MODES[method], mode_at=event.node)
         trained = models if value.get("trained") is value.get("model") else _mark_models(
             interp, env, value.get("trained"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method], mode_at=event.node)
         interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed

@@ -2,7 +2,7 @@
 
 import libcst as cst
 
-from peftdoctor.facts.values import PEFT_MODEL, TRAINER, TRAINING_ARGS, const_value
+from peftdoctor.facts.values import BASE_MODEL, PEFT_MODEL, TRAINER, TRAINING_ARGS, Values, const_value
 from peftdoctor.registry import Rule, register
 from peftdoctor.rules.base import NEEDS_PEFT, finding, known_configs
 
@@ -10,9 +10,23 @@ CODE = "PD405"
 EVAL_STRATEGY_KEYWORDS = ("eval_strategy", "evaluation_strategy")  # transformers >= 4.41 / older
 
 
-def _dropout(value) -> float | None:
+def _wrap_configs(facts, base) -> Values:
+    """The peft configs of the wrap that injected its adapter into `base` in place (get_peft_model's, a
+    trainer's peft_config=)."""
+    found = []
+    for event in facts.events:
+        if event.node is base.get("wrapped_by"):
+            for value in event.result:
+                if value.kind == PEFT_MODEL:
+                    found.extend(value.get("config") or ())
+                elif value.kind == TRAINER:
+                    found.extend(value.get("peft_config") or ())
+    return tuple(found)
+
+
+def _dropout(facts, value) -> float | None:
     """The adapter's literal lora_dropout when it is above 0 on every config it may have, else None."""
-    configs = known_configs(value.get("config"))
+    configs = known_configs(value.get("config") if value.kind == PEFT_MODEL else _wrap_configs(facts, value))
     if not configs:
         return None
     rates = [c.get("fields", {}).get("lora_dropout") for c in configs]
@@ -59,6 +73,13 @@ def _trained_then_sampled(facts, value) -> bool:
     return True
 
 
+def _subject(facts, value) -> str:
+    if value.kind == PEFT_MODEL:
+        return "a PeftModel"
+    wrap = value.get("wrapped_by")
+    return f"the base model (its LoRA layers come from {facts.code_of(wrap.func)}(...) at {facts.where(wrap)})"
+
+
 def _what_runs(event) -> str:
     """`generate()`, or the pipeline call that runs generate() (a pipeline never calls .eval())."""
     func = event.node.func
@@ -70,14 +91,15 @@ def _what_runs(event) -> str:
 def check(facts, ctx):
     for event in facts.method_calls("generate"):
         for value in event.receiver:
-            if value.kind != PEFT_MODEL or value.get("training") is not True or value.get("maybe"):
+            adapted = value.kind == PEFT_MODEL or (value.kind == BASE_MODEL and value.get("wrapped_by") is not None)
+            if not adapted or value.get("training") is not True or value.get("maybe"):
                 continue
-            rate = _dropout(value)
+            rate = _dropout(facts, value)
             if rate is None or not _trained_then_sampled(facts, value):
                 continue
             yield finding(
                 facts, event.node, CODE,
-                f"{_what_runs(event)} on a PeftModel in training mode ({_why_training(facts, value)}) with "
+                f"{_what_runs(event)} on {_subject(facts, value)} in training mode ({_why_training(facts, value)}) with "
                 f"lora_dropout={rate}: dropout stays active, so the outputs are random between calls "
                 "(measured: two greedy generate() calls on the same input give different tokens)",
                 "call model.eval() before generating or evaluating (and model.train() before training again)",
