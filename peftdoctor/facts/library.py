@@ -840,8 +840,10 @@ def _diffusers_method(interp, event, env, model: Value, method: str) -> Values:
         return (Value(PARAMS, event.node, model=(model,), modules=False),)
     dtypes = _cast_dtypes(event, method)
     if dtypes:
-        fp16_at = event.node if "float16" in dtypes else None
-        new = model.derive(fp16_at=fp16_at, casted=dtypes == {"float32"} or (fp16_at is None and model.get("casted")))
+        may_be_fp16 = "float16" in dtypes
+        all_float32 = dtypes == {"float32"}  # the adapter's weights too: trainables are float32 again
+        new = model.derive(fp16_at=event.node if may_be_fp16 else None,
+                           casted=all_float32 or (not may_be_fp16 and model.get("casted")))
         _change_held(interp, env, model, new, event.node.func.value)
         return (new,)
     return (model,) if method in SELF_RETURNING else unknown()
@@ -1007,15 +1009,8 @@ def _cast_held_models(interp, event, env, instance: Value, method: str) -> Value
     state = instance.get("state") or {}
     changed = {}
     for field, values in state.items():
-        if not any(v.kind in (BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL) for v in values):
-            continue
-        cast = []
-        for value in values:
-            result = _method_of(interp, event, env, value, method) if value.kind in (
-                BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL) else (value,)
-            cast.extend(r for r in result if r.kind == value.kind) if any(
-                r.kind == value.kind for r in result) else cast.append(value)
-        changed[field] = tuple(cast)
+        if any(v.kind in MODEL_VALUE_KINDS for v in values):
+            changed[field] = tuple(_cast_one(interp, event, env, value, method) for value in values)
     if not changed:
         return (instance,)
     new = instance.derive(state={**state, **changed})
@@ -1023,10 +1018,21 @@ def _cast_held_models(interp, event, env, instance: Value, method: str) -> Value
     return (new,)
 
 
+MODEL_VALUE_KINDS = (BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL)
+
+
+def _cast_one(interp, event, env, value: Value, method: str) -> Value:
+    """One held value after the cast: a model as its own `.to()`/`.half()` leaves it, anything else as is."""
+    if value.kind not in MODEL_VALUE_KINDS:
+        return value
+    cast = [result for result in _method_of(interp, event, env, value, method) if result.kind == value.kind]
+    return cast[0] if cast else value
+
+
 def held_models(values: Values) -> Values:
     """The models that instances of the project's classes hold in their fields (`self.unet = unet`)."""
     return union(*(tuple(v for held in (value.get("state") or {}).values() for v in held
-                         if v.kind in (BASE_MODEL, PEFT_MODEL, DIFFUSERS_MODEL))
+                         if v.kind in MODEL_VALUE_KINDS)
                    for value in values if value.kind == SELF))
 
 
