@@ -47,14 +47,20 @@ def test_pd405_control_eval_before_the_pipeline_makes_it_deterministic():
 
 
 def test_pd104_a_pipeline_on_the_wrapped_base_runs_the_adapter():
-    """get_peft_model injects the adapter into the base object: a pipeline built on `base` afterwards gives
-    the fine-tuned text, the same as the wrapper's; a base loaded on its own gives another."""
+    """get_peft_model injects the adapter into the base object: a pipeline on `base`, built before the wrap
+    or after it, gives the fine-tuned text, the same as the wrapper's; a base loaded on its own gives another;
+    after unload() the early pipeline gives the base's text again."""
     base = tiny_llama().eval()
+    built_before = pipeline("text-generation", model=base, tokenizer=tiny_tokenizer())
+    plain = built_before("w3 w4 w5 w6", max_new_tokens=12, do_sample=False)[0]["generated_text"]
     tuned = get_peft_model(base, lora())
     make_nontrivial(tuned)
     tuned.eval()
-    on_base, on_tuned, on_fresh = (greedy_outputs(m, runs=1) for m in (base, tuned, tiny_llama().eval()))
-    assert on_base == on_tuned and on_fresh != on_tuned
+    on_base, on_tuned = greedy_outputs(base, runs=1), greedy_outputs(tuned, runs=1)
+    early = built_before("w3 w4 w5 w6", max_new_tokens=12, do_sample=False)[0]["generated_text"]
+    assert on_base == on_tuned == {early} and early != plain
+    tuned.unload()
+    assert built_before("w3 w4 w5 w6", max_new_tokens=12, do_sample=False)[0]["generated_text"] == plain
 
 
 def test_pd405_training_the_wrapper_leaves_the_wrapped_base_in_train_mode(tmp_path):

@@ -473,10 +473,21 @@ def _wrapped_in_place(interp, env, base: Values | None, wrap_node, config: Value
         if value.kind == BASE_MODEL:
             wrapped = value.derive(wrapped_by=wrap_node)
             interp.mutate(env, value, wrapped)
+            _follow_into_pipelines(interp, env, value, wrapped)
             now.append(wrapped)
         else:
             now.append(value)
     return tuple(now)
+
+
+def _follow_into_pipelines(interp, env, old: Value, new: Value) -> None:
+    """A pipeline built on a model runs that model object as it is when called: a wrap (or unload) of the
+    object after the pipeline was built changes what the pipeline runs too."""
+    for values in list(_all_names(env)):
+        for pipe in values:
+            if pipe.kind == HF_PIPELINE and any(model is old for model in pipe.get("models")):
+                models = tuple(new if model is old else model for model in pipe.get("models"))
+                interp.mutate(env, pipe, pipe.derive(models=models))
 
 
 def _unwrapped_in_place(interp, env, peft: Value) -> None:
@@ -484,7 +495,9 @@ def _unwrapped_in_place(interp, env, peft: Value) -> None:
     for values in list(_all_names(env)):
         for value in values:
             if value.kind == BASE_MODEL and value.get("wrapped_by") is peft.node:
-                interp.mutate(env, value, value.derive(wrapped_by=None))
+                plain = value.derive(wrapped_by=None)
+                interp.mutate(env, value, plain)
+                _follow_into_pipelines(interp, env, value, plain)
 
 
 def _trainable(event):
