@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from peftdoctor.cache import ResultCache
 from peftdoctor.cli import cli
 from peftdoctor.config import Config
 from peftdoctor.engine import check_paths
+from pinned_projects import pin_trl, sft_project
 
 PROJECTS = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
 
@@ -66,21 +66,10 @@ def test_a_file_no_import_reaches_keeps_its_entry(project, tmp_path):
 
 
 def test_a_new_pin_changes_a_version_dependent_finding(tmp_path):
-    folder = tmp_path / "sft"
-    folder.mkdir()
-    (folder / "requirements.txt").write_text("trl==0.8.6\n")
-    (folder / "train.py").write_text(textwrap.dedent("""\
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
-        from trl import SFTTrainer
-
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained("m"), LoraConfig())
-        trainer = SFTTrainer(model=model, train_dataset=None, peft_config=LoraConfig())
-        trainer.train()
-    """))
+    folder = sft_project(tmp_path, "0.8.6")
     cache_folder = tmp_path / "cache"
     old = check_paths([folder], Config(), cache=ResultCache(cache_folder))
-    (folder / "requirements.txt").write_text("trl==0.24.0\n")
+    pin_trl(folder, "0.24.0")
     from peftdoctor.versions import clear_caches
 
     clear_caches()

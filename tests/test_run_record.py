@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from peftdoctor import run_record
 from peftdoctor.cli import cli
+from pinned_projects import pin_trl, sft_project
 
 PROJECTS = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,20 +95,9 @@ def test_a_new_config_file_is_seen(project, trusting):
 
 
 def test_a_new_pin_is_seen(tmp_path, trusting):
-    folder = tmp_path / "sft"
-    folder.mkdir()
-    (folder / "requirements.txt").write_text("trl==0.8.6\n")
-    (folder / "train.py").write_text(textwrap.dedent("""\
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
-        from trl import SFTTrainer
-
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained("m"), LoraConfig())
-        trainer = SFTTrainer(model=model, train_dataset=None, peft_config=LoraConfig())
-        trainer.train()
-    """))
+    folder = sft_project(tmp_path, "0.8.6")
     old = check(folder)
-    (folder / "requirements.txt").write_text("trl==0.24.0\n")
+    pin_trl(folder, "0.24.0")
     assert check(folder) != old
 
 

@@ -12,7 +12,6 @@ the project's own modules by project.py.
 from __future__ import annotations
 
 import codecs
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from peftdoctor.facts.calls import block_statements as _body
 from peftdoctor.facts.env import Env
 from peftdoctor.facts.names import dotted, import_bindings
 from peftdoctor.facts.values import (
-    PARAM,
-    PARAMS,
     BASE_MODEL,
     CLASS,
     CONST,
@@ -33,6 +30,8 @@ from peftdoctor.facts.values import (
     HF_PIPELINE,
     LOCAL,
     MISSING,
+    PARAM,
+    PARAMS,
     PEFT_MODEL,
     REF,
     SELF,

@@ -15,8 +15,6 @@ from peftdoctor.facts.names import dotted
 from peftdoctor.facts.values import (
     ACCELERATOR,
     ARG_PARSER,
-    NAMESPACE,
-    HF_PIPELINE,
     BASE_MODEL,
     CLASS,
     CONST,
@@ -24,7 +22,9 @@ from peftdoctor.facts.values import (
     ENCODING,
     FUNCTION,
     GRAD_SCALER,
+    HF_PIPELINE,
     MISSING,
+    NAMESPACE,
     OPTIMIZER,
     PARAM,
     PARAMS,
@@ -133,23 +133,8 @@ RELEVANT_IN_DEFINITIONS = (
 # --------------------------------------------------------------------- helpers
 def dtype_of(values: Values | None) -> str | None:
     """'float16' / 'bfloat16' / 'float32' / 'auto' when every path agrees, else None."""
-    if not values:
-        return None
-    names = set()
-    for value in values:
-        if value.kind == REF:
-            qualname = value.get("qualname", "")
-            if not qualname.startswith("torch."):
-                return None
-            name = DTYPE_NAMES.get(qualname.split(".")[-1])
-        elif value.kind == CONST and isinstance(value.get("value"), str):
-            name = DTYPE_NAMES.get(value.get("value").lower().replace("torch.", ""))
-        else:
-            return None
-        if name is None:
-            return None
-        names.add(name)
-    return names.pop() if len(names) == 1 else None
+    names = possible_dtypes(values)
+    return next(iter(names)) if len(names) == 1 and "unknown" not in names else None
 
 
 def _flag(event, keyword: str):
@@ -209,8 +194,9 @@ def call_named(interp, event, env) -> Values:
         return _setup_chat_format(interp, event, env)
     if top == "diffusers":
         if last in FP32_TRAINABLE_CASTS:
-            if possible_dtypes(event.arg(1, "dtype")) - {"float32"} and event.arg(1, "dtype"):
-                return unknown()
+            dtype = event.arg(1, "dtype")
+            if dtype and possible_dtypes(dtype) != {"float32"}:
+                return unknown()  # a cast to another dtype, or one not known here
             return _mark_models(interp, env, _models_listed(interp, event, env), kinds=(DIFFUSERS_MODEL,), casted=True)
         return _diffusers_call(event, parts)
     if top in ("transformers", "trl"):
@@ -536,20 +522,6 @@ def _base_casted(base: Values) -> bool:
     return bool(base) and all(b.get("casted") or b.get("kbit_prepared") for b in base)
 
 
-def _mark_wrapped_bases(interp, env, values: Values, **changes) -> Values:
-    """The bases a wrap injected its adapter into (`SFTTrainer(model=base, peft_config=...)`) change with the
-    wrapper: they are the same modules (its train/eval mode)."""
-    results = []
-    for value in values:
-        if value.kind == BASE_MODEL and value.get("wrapped_by") is not None:
-            new = value.derive(**changes)
-            interp.mutate(env, value, new)
-            results.append(new)
-        else:
-            results.append(value)
-    return tuple(results)
-
-
 def _mark_models(interp, env, values: Values | None, kinds=(BASE_MODEL, PEFT_MODEL), **changes) -> Values:
     """The values of `kinds` changed in place (every name holding one sees the change); others as they are."""
     results = []
@@ -868,13 +840,10 @@ def _cast_dtypes(event, method: str) -> set[str]:
         return {{"half": "float16", "float": "float32", "bfloat16": "bfloat16"}[method]}
     if method != "to":
         return set()
-    given = [event.kwargs.get("dtype"), *event.args]
     found = set()
-    for values in given:
-        dtypes = possible_dtypes(values)
-        if dtypes - {"unknown"}:
-            found |= dtypes
-    return found - {"unknown"} if found - {"unknown"} else set()
+    for values in (event.kwargs.get("dtype"), *event.args):
+        found |= possible_dtypes(values)
+    return found - {"unknown"}
 
 
 def possible_dtypes(values: Values | None) -> set[str]:
@@ -991,9 +960,9 @@ def _method_of(interp, event, env, value: Value, method: str) -> Values:
         held = interp.read_field(value, method) or ()
         return union(*(call_value(interp, v, event) for v in held)) if held else unknown()
     if kind == TRAINER and method in TRAINER_MODES:
-        models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method],
-                              mode_at=event.node)
-        models = _mark_wrapped_bases(interp, env, models, training=TRAINER_MODES[method], mode_at=event.node)
+        # the base a trainer's peft_config= wrapped in place is the wrapper's modules: it changes mode with them
+        models = _mark_models(interp, env, value.get("model"), kinds=(PEFT_MODEL, BASE_MODEL),
+                              training=TRAINER_MODES[method], mode_at=event.node)
         trained = models if value.get("trained") is value.get("model") else _mark_models(
             interp, env, value.get("trained"), kinds=(PEFT_MODEL,), training=TRAINER_MODES[method], mode_at=event.node)
         interp.mutate(env, value, value.derive(model=models, trained=trained))  # the trainer holds them as changed

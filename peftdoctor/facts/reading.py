@@ -99,31 +99,30 @@ class ModuleReader:
                     found_in = target
                     if target is None or target.name == "__init__.py":
                         found_in = resolve(path, f"{module}.{name}" if module else name, level) or target
-                    if found_in in self._whole and (found_in != target or self._defines_relevant(found_in, name, script)):
+                    if found_in not in self._whole:
+                        continue
+                    if found_in != target:  # a submodule, or a name re-exported by a package __init__
                         names.add(local)
-                        if found_in == target and self._is_class(found_in, name):
-                            classes.add(local)
+                        continue
+                    definition = self._kept_definition(found_in, name)
+                    if isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        names.add(local)  # its callers pass it values
+                    elif script and isinstance(definition, ast.ClassDef):
+                        names.add(local)  # what a script does with an instance happens only there
+                        classes.add(local)
             if names:
                 self._callers[path] = names
                 self._caller_classes[path] = classes
                 found.append(path)
         return found
 
-    def _is_class(self, module: Path, name: str) -> bool:
+    def _kept_definition(self, module: Path, name: str):
+        """The top-level function or class `name` of that checked module when the facts read it, else None.
+        A script's import of a class makes it a caller (it casts, prepares, trains the instance); a library
+        module importing a class mostly checks or subclasses it, so only its function imports count."""
         index = self._index(module)
         found = index.definitions.get(name) if index is not None else None
-        return found is not None and isinstance(found[0], ast.ClassDef)
-
-    def _defines_relevant(self, module: Path, name: str, script: bool) -> bool:
-        """`name` is a function of that checked module that can matter (its callers pass it values), or, for a
-        script, a class: what a script does with an instance (cast it, hand it to accelerate, train it)
-        happens only there. A library module importing a class mostly checks or subclasses it."""
-        index = self._index(module)
-        if index is None:
-            return False
-        found = index.definitions.get(name)
-        kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef) if script else (ast.FunctionDef, ast.AsyncFunctionDef)
-        return found is not None and isinstance(found[0], kinds) and name in index.kept
+        return found[0] if found is not None and name in index.kept else None
 
     def parsed(self, path: Path) -> ParsedModule | None:
         """The parsed module (whole, or its relevant part), or None when it cannot be read or parsed."""
